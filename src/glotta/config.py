@@ -41,7 +41,9 @@ class RecipeInfo:
     license: str = opt("other", "License of the trained model (model card metadata).")
     datasets: list[str] = opt([], "Dataset names for the model card metadata.")
     widget_text: str = opt("", "Example prompt for the model card widget and default generation.")
-    citation: str = opt("", "Where the recipe's hyperparameters come from (cited in the model card).")
+    citation: str = opt(
+        "", "Where the recipe's hyperparameters come from (cited in the model card)."
+    )
 
 
 @dataclass(frozen=True)
@@ -206,8 +208,12 @@ class GenerateConfig:
     max_new_tokens: int = opt(60, "Tokens to generate.")
     temperature: float = opt(0.8, "Softmax temperature (0 = greedy).")
     top_k: int = opt(50, "Keep the k most likely tokens (0 = off).")
-    top_p: float = opt(0.95, "Keep the smallest set of tokens with this much probability (1 = off).")
-    repetition_penalty: float = opt(1.1, "Divide logits of already generated tokens by this (1 = off).")
+    top_p: float = opt(
+        0.95, "Keep the smallest set of tokens with this much probability (1 = off)."
+    )
+    repetition_penalty: float = opt(
+        1.1, "Divide logits of already generated tokens by this (1 = off)."
+    )
     seed: int = opt(0, "Sampling seed.")
 
 

@@ -108,3 +108,27 @@ def write_json_atomic(path: Path, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def stage_fingerprint(config: Any, *upstream_dirs: Path) -> str:
+    """Fingerprint of a stage: its own config chained with the fingerprints of the stages it reads.
+
+    So changing the corpus settings invalidates the tokenizer, shards, model... downstream.
+    """
+    upstream = []
+    for stage_dir in upstream_dirs:
+        try:
+            upstream.append(json.loads((stage_dir / MARKER).read_text())["fingerprint"])
+        except (OSError, ValueError, KeyError):
+            upstream.append("missing")
+    payload = json.dumps([dataclasses.asdict(config), upstream], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder (named in LATEST, written after the folder)."""
+    pointer = checkpoints_dir / "LATEST"
+    if not pointer.is_file():
+        return None
+    path = checkpoints_dir / pointer.read_text().strip()
+    return path if path.is_dir() else None

@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine with Python >= 3.11:
+#   make demo   set up .venv and run the demo recipe end to end
+#   make test   set up .venv and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# A CPU build of torch; override for a GPU machine, e.g. make TORCH_SPEC="torch==2.13.0" ...
+TORCH_SPEC ?= torch==2.13.0
+# Where the demo run writes (corpus, tokenizer, shards, checkpoints, eval, export).
+RUN_DIR ?= runs/demo
+
+.PHONY: setup demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the dependency list or the pins change.
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/glotta run demo --run-dir $(RUN_DIR) --sample
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean:
+	rm -rf $(VENV) runs

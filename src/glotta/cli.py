@@ -1,0 +1,313 @@
+"""Command line: one subcommand per stage, plus ``run`` for all of them. No logic lives here.
+
+Every stage command accepts a recipe (shipped name or TOML path), ``--run-dir``, repeated
+``--set section.key=value`` and one flag per field of its own config section, generated from the
+config dataclasses so ``--help`` documents every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from glotta import __version__
+from glotta.config import (
+    SECTIONS,
+    Recipe,
+    load_recipe,
+    shipped_recipes,
+)
+from glotta.errors import GlottaError
+from glotta.rundir import RunDir
+
+# ---------------------------------------------------------------------------------------------
+# Flags generated from config dataclasses
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, section: str) -> None:
+    cls = SECTIONS[section]
+    group = parser.add_argument_group(
+        f"[{section}] settings",
+        "override the recipe's values (same as --set " + section + ".KEY=V)",
+    )
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        dest = f"{section}__{f.name}"
+        if kind is bool:
+            group.add_argument(
+                flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        elif typing.get_origin(kind) is list:
+            (item,) = typing.get_args(kind)
+            group.add_argument(
+                flag, dest=dest, nargs="*", type=item, default=None, metavar="VALUE", help=help_text
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=dest,
+                type=kind,
+                default=None,
+                choices=f.metadata.get("choices"),
+                help=help_text,
+            )
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if "__" in dest and value is not None:
+            section, key = dest.split("__", 1)
+            overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser, recipe_positional: bool = True) -> None:
+    if recipe_positional:
+        parser.add_argument(
+            "recipe",
+            nargs="?",
+            help="Shipped recipe name (see `glotta recipes`) or path to a TOML recipe. "
+            "Default: RUN_DIR/recipe.toml if present, else built-in defaults.",
+        )
+    parser.add_argument("--run-dir", type=Path, help="Run directory (default: runs/RECIPE_NAME).")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="Override a recipe value, e.g. --set train.max_steps=100 (repeatable; "
+        'values are TOML: 3, 1e-4, true, ["a", "b"]).',
+    )
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Recipe, RunDir]:
+    """The recipe (file or name + --set + flags) and run directory of a stage command."""
+    from glotta.config import recipe_to_dict
+
+    recipe_arg = getattr(args, "recipe", None)
+    if recipe_arg is None and args.run_dir and (args.run_dir / "recipe.toml").is_file():
+        recipe_arg = str(args.run_dir / "recipe.toml")
+    recipe = load_recipe(recipe_arg, args.overrides)
+    flags = _flag_overrides(args)
+    if flags:
+        data = recipe_to_dict(recipe)
+        for section, values in flags.items():
+            data[section].update(values)
+        from glotta.config import recipe_from_dict
+
+        recipe = recipe_from_dict(data, "command-line flags")
+    from glotta.pipeline import default_run_dir, save_recipe
+
+    run_dir = RunDir(args.run_dir or default_run_dir(recipe))
+    if recipe_arg is not None or args.overrides or flags:
+        save_recipe(recipe, run_dir)
+    return recipe, run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Subcommands
+
+
+def cmd_corpus(args):
+    from glotta.corpus import run_corpus
+
+    recipe, run_dir = _resolve(args)
+    run_corpus(recipe.corpus, run_dir.corpus)
+
+
+def cmd_tokenizer(args):
+    from glotta.tokenizer import run_tokenizer, train_tokenizer_on_files
+
+    recipe, run_dir = _resolve(args)
+    if args.input:
+        if not args.out:
+            raise GlottaError("--input needs --out DIR (where to write the tokenizer)")
+        train_tokenizer_on_files(recipe.tokenizer, [Path(p) for p in args.input], args.out)
+    else:
+        run_tokenizer(recipe.tokenizer, run_dir)
+
+
+def cmd_pack(args):
+    from glotta.tokenizer.pack import run_pack
+
+    recipe, run_dir = _resolve(args)
+    run_pack(recipe.pack, run_dir)
+
+
+def cmd_train(args):
+    from glotta.train.loop import run_train
+
+    recipe, run_dir = _resolve(args)
+    resume = "always" if args.resume else ("never" if args.no_resume else "auto")
+    run_train(recipe.train, recipe.model, run_dir, resume=resume)
+
+
+def cmd_eval(args):
+    from glotta.evaluate.stage import evaluate_folders, format_table, run_eval
+
+    if args.model:
+        if not args.text:
+            raise GlottaError("--model needs --text FILE (a .txt or .jsonl file to evaluate on)")
+        recipe = load_recipe(None, args.overrides)
+        flags = _flag_overrides(args).get("eval", {})
+        cfg = dataclasses.replace(recipe.eval, **flags)
+        rows = evaluate_folders(args.model, args.text, cfg, args.tokenizer)
+        print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+        return
+    recipe, run_dir = _resolve(args)
+    results = run_eval(recipe.eval, run_dir)
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+def cmd_generate(args):
+    from glotta.generate import generate_to_stdout
+
+    recipe = load_recipe(None, args.overrides)
+    flags = _flag_overrides(args).get("generate", {})
+    cfg = dataclasses.replace(recipe.generate, **flags)
+    model_dir = args.model or (args.run_dir / "export" if args.run_dir else None)
+    if model_dir is None:
+        raise GlottaError("give --model DIR (an exported folder or checkpoint) or --run-dir")
+    generate_to_stdout(Path(model_dir), args.prompt or cfg.prompt, cfg, args.tokenizer)
+
+
+def cmd_export(args):
+    from glotta.export.stage import run_export
+
+    recipe, run_dir = _resolve(args)
+    out = run_export(recipe.export, recipe.recipe, recipe.generate, run_dir)
+    print(f"exported to {out}")
+
+
+def cmd_run(args):
+    from glotta.pipeline import run_recipe
+
+    recipe, run_dir = _resolve(args)
+    timings = run_recipe(recipe, run_dir, force=args.force)
+    total = sum(timings.values())
+    print(
+        "stage times: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
+        + f"; total {total:.0f}s; run directory {run_dir.root}"
+    )
+    if args.sample:
+        export_dir = Path(recipe.export.out) if recipe.export.out else run_dir.export
+        from glotta.generate import generate_to_stdout
+
+        print("\nsample:")
+        generate_to_stdout(
+            export_dir, recipe.generate.prompt or recipe.recipe.widget_text, recipe.generate
+        )
+
+
+def cmd_recipes(args):
+    from importlib.resources import files
+
+    if args.name:
+        print((files("glotta.recipes") / f"{args.name}.toml").read_text("utf-8"))
+        return
+    for name in shipped_recipes():
+        recipe = load_recipe(name)
+        print(f"{name:<26} {recipe.recipe.description}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glotta",
+        description="Build a language model for your language: corpus -> tokenizer -> pack -> "
+        "train -> eval -> export. `glotta run RECIPE` runs every stage.",
+    )
+    parser.add_argument("--version", action="version", version=f"glotta {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def stage(name, func, help_text, sections, recipe_positional=True):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_recipe_args(p, recipe_positional)
+        for section in sections:
+            _add_config_flags(p, section)
+        p.set_defaults(func=func)
+        return p
+
+    stage("corpus", cmd_corpus, "Read, clean, deduplicate and split raw text.", ["corpus"])
+    p = stage("tokenizer", cmd_tokenizer, "Train a BPE or Unigram tokenizer.", ["tokenizer"])
+    p.add_argument(
+        "--input",
+        nargs="+",
+        metavar="FILE",
+        help="Train standalone on these text/JSONL files instead of the run's corpus.",
+    )
+    p.add_argument("--out", type=Path, help="Output folder for --input mode.")
+    stage("pack", cmd_pack, "Tokenize the splits into binary token shards.", ["pack"])
+    p = stage(
+        "train",
+        cmd_train,
+        "Pretrain the model (single process or under torchrun).",
+        ["train", "model"],
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="Require resuming from the latest checkpoint (default: resume if one exists).",
+    )
+    p.add_argument(
+        "--no-resume", action="store_true", help="Start from scratch even if checkpoints exist."
+    )
+    p = stage("eval", cmd_eval, "Perplexity and bits per byte on held-out text.", ["eval"])
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="DIR",
+        help="Evaluate this HF folder instead of the run (repeat for a table).",
+    )
+    p.add_argument("--text", type=Path, help="Text (.txt paragraphs or .jsonl) for --model.")
+    p.add_argument("--tokenizer", help="Tokenizer folder if the model folder has none.")
+    p.add_argument("--json", action="store_true", help="Print results as JSON.")
+    p = stage(
+        "generate",
+        cmd_generate,
+        "Generate text, streamed as it comes.",
+        ["generate"],
+        recipe_positional=False,
+    )
+    p.add_argument("prompt", nargs="?", default="", help="Prompt text.")
+    p.add_argument("--model", help="Model folder (exported or a checkpoint).")
+    p.add_argument("--tokenizer", help="Tokenizer folder if the model folder has none.")
+    stage("export", cmd_export, "Write a Hugging Face folder with a model card.", ["export"])
+    p = stage("run", cmd_run, "Run every stage in order, skipping finished ones.", [])
+    p.add_argument("--force", action="store_true", help="Re-run stages even if complete.")
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="Print a generated sample from the exported model at the end.",
+    )
+    p = sub.add_parser("recipes", help="List shipped recipes, or print one.")
+    p.add_argument("name", nargs="?", help="Recipe to print.")
+    p.set_defaults(func=cmd_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except GlottaError as exc:
+        print(f"glotta: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("glotta: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,52 @@
+"""Per-document cleaning: Unicode normalization, control characters, whitespace, length bounds.
+
+Deliberately conservative: it only removes what no language model should learn (control
+characters, layout whitespace) and never touches letters, punctuation or zero-width joiners,
+which some scripts need. Filters by quality or language belong in a later, optional step.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+DROP_REASONS_CLEAN = ("empty", "too_short", "too_long")
+
+# Line and paragraph separators other than \n: fold them into \n so paragraph structure survives.
+# (\x0b vertical tab, \x0c form feed, \x85 next line, U+2028 line / U+2029 paragraph separator.)
+_LINE_BREAKS = str.maketrans(
+    {"\r": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n\n"}
+)
+# Remaining Unicode category Cc (C0 and C1 controls) except tab and newline: NULs and escape
+# sequences from broken conversions, never text.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
+_SPACE_RUN = re.compile("[ \t\u00a0]+")  # non-breaking spaces become plain spaces here too
+_TRAILING = re.compile(" +\n")
+_BLANK_LINES = re.compile("\n{3,}")
+
+
+def clean_text(text: str, normalization: str = "NFC") -> str:
+    """Return ``text`` normalized (NFC/NFKC/none), without control characters, with tidy spaces.
+
+    Spaces and tabs inside a line collapse to one space; lines lose trailing spaces; three or
+    more line breaks become one blank line (the paragraph break); the ends are stripped.
+    """
+    text = text.replace("\r\n", "\n").translate(_LINE_BREAKS)
+    if normalization != "none":
+        text = unicodedata.normalize(normalization, text)
+    text = _CONTROL.sub("", text)
+    text = _SPACE_RUN.sub(" ", text)
+    text = _TRAILING.sub("\n", text)
+    text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
+
+
+def length_drop_reason(text: str, min_chars: int, max_chars: int) -> str | None:
+    """'empty', 'too_short' or 'too_long' when a cleaned document is out of bounds, else None."""
+    if not text:
+        return "empty"
+    if len(text) < min_chars:
+        return "too_short"
+    if max_chars > 0 and len(text) > max_chars:
+        return "too_long"
+    return None

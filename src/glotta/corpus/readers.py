@@ -1,0 +1,241 @@
+"""Stream raw documents out of files (txt, jsonl, parquet, tsv; .gz/.bz2/.zst) or the HF hub.
+
+Everything here is a generator that holds one line, one paragraph or one Parquet batch at a time,
+so memory does not depend on corpus size. Records the reader cannot turn into a document (a broken
+JSON line, a short TSV row) are yielded too, with ``skip`` set to the reason, so the stage counts
+every input record and the user can see why their corpus shrank (datatrove's drop counters).
+
+    >>> for doc in iter_documents(CorpusConfig(inputs=["pkg://rl_wsd_labeled/**/*.txt"],
+    ...                                         format="tsv", tsv_columns=[0, 1, 2])):
+    ...     print(doc.text)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from glotta.config import CorpusConfig
+from glotta.corpus.inputs import Source, open_binary, resolve_inputs
+from glotta.errors import GlottaError
+
+log = logging.getLogger(__name__)
+
+READER_SKIP_REASONS = ("invalid_json", "missing_field", "bad_tsv_row")
+_WARN_FIRST = 5  # file:line warnings shown per skip reason; the rest are only counted
+
+
+@dataclass(slots=True)
+class RawDocument:
+    """One input record: its text as read, or ``skip`` = the reason it produced no text."""
+
+    text: str
+    source: str  # file path, or hf://DATASET/CONFIG/SPLIT
+    skip: str | None = None
+    utf8_replaced: bool = False  # invalid UTF-8 bytes were replaced by U+FFFD
+
+
+def iter_documents(cfg: CorpusConfig) -> Iterator[RawDocument]:
+    """Resolve the inputs now (errors surface at once) and return a lazy stream of records."""
+    return _generate(cfg, resolve_inputs(cfg))
+
+
+def _generate(cfg: CorpusConfig, sources: list[Source]) -> Iterator[RawDocument]:
+    warned: Counter[str] = Counter()
+    for source in sources:
+        if source.format == "hf":
+            yield from _read_hf(cfg, source.hf_split)
+        elif source.format == "parquet":
+            yield from _read_parquet(cfg, source.path)
+        else:
+            yield from _read_text_file(cfg, source, warned)
+
+
+def _read_text_file(cfg: CorpusConfig, source: Source, warned: Counter) -> Iterator[RawDocument]:
+    path = source.path
+    reader = {"txt": _txt_records, "jsonl": _jsonl_records, "tsv": _tsv_records}[source.format]
+    try:
+        fh = open_binary(path)
+    except OSError as exc:
+        raise GlottaError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    # Decompression errors only show up while reading, so the whole loop is guarded; exceptions
+    # raised by the consumer of this generator do not pass through here.
+    with fh:
+        try:
+            yield from reader(cfg, str(path), fh, warned)
+        except (EOFError, OSError, zlib.error, zstandard.ZstdError) as exc:
+            raise GlottaError(
+                f"{path} is truncated or corrupt ({exc}); re-download it or remove it from "
+                "corpus.inputs"
+            ) from None
+
+
+def _lines(fh: BinaryIO) -> Iterator[tuple[int, str, bool]]:
+    """Yield (line number, line without its ending, had invalid UTF-8) from a binary stream.
+
+    Decoding line by line keeps memory flat and lets one bad byte cost one replaced character
+    instead of the whole file.
+    """
+    for number, raw in enumerate(fh, 1):
+        raw = raw.rstrip(b"\r\n")
+        try:
+            text, bad = raw.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, bad = raw.decode("utf-8", errors="replace"), True
+        if number == 1 and text.startswith("\ufeff"):
+            text = text[1:]  # byte-order mark written by some Windows editors
+        yield number, text, bad
+
+
+def _txt_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
+    if cfg.txt_documents == "lines":
+        for _, line, bad in _lines(fh):
+            if line.strip():
+                yield RawDocument(line, source, utf8_replaced=bad)
+        return
+    # Paragraphs (split at blank lines) or the whole file. A document that grows far beyond
+    # max_chars would be dropped anyway, so stop buffering it: a file without blank lines must
+    # not be held in memory. (4x leaves room for cleaning, which can shrink whitespace runs.)
+    limit = 4 * cfg.max_chars if cfg.max_chars > 0 else 0
+    split = cfg.txt_documents == "paragraphs"
+    lines: list[str] = []
+    size, bad_any, too_long = 0, False, False
+    for _, line, bad in _lines(fh):
+        if split and not line.strip():
+            if lines or too_long:
+                yield _paragraph(lines, source, bad_any, too_long)
+            lines, size, bad_any, too_long = [], 0, False, False
+            continue
+        bad_any |= bad
+        if too_long:
+            continue
+        lines.append(line)
+        size += len(line) + 1
+        if limit and size > limit:
+            lines, too_long = [], True
+    if lines or too_long:
+        yield _paragraph(lines, source, bad_any, too_long)
+
+
+def _paragraph(lines: list[str], source: str, bad: bool, too_long: bool) -> RawDocument:
+    if too_long:
+        return RawDocument("", source, skip="too_long", utf8_replaced=bad)
+    return RawDocument("\n".join(lines), source, utf8_replaced=bad)
+
+
+def _jsonl_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
+    for number, line, bad in _lines(fh):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            if number == 1 and line.lstrip().startswith("["):
+                raise GlottaError(
+                    f"{source} holds a JSON array; glotta reads JSON Lines (one object per "
+                    "line): convert it with  jq -c '.[]' FILE > FILE.jsonl"
+                ) from None
+            _warn(warned, "invalid_json", f"{source}:{number}: invalid JSON ({exc})")
+            yield RawDocument("", source, skip="invalid_json", utf8_replaced=bad)
+            continue
+        values = [obj.get(f) for f in cfg.text_fields] if isinstance(obj, dict) else [None]
+        if not all(isinstance(v, str) for v in values):
+            _warn(
+                warned,
+                "missing_field",
+                f"{source}:{number}: no string field(s) {cfg.text_fields}",
+            )
+            yield RawDocument("", source, skip="missing_field", utf8_replaced=bad)
+            continue
+        yield RawDocument("\n".join(values), source, utf8_replaced=bad)
+
+
+def _tsv_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
+    # Plain tab splitting, no CSV quoting: corpora such as rl_wsd_labeled put quotes in the text.
+    needed = max(cfg.tsv_columns) + 1
+    for number, line, bad in _lines(fh):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) < needed:
+            _warn(
+                warned,
+                "bad_tsv_row",
+                f"{source}:{number}: {len(cells)} columns, corpus.tsv_columns needs {needed}",
+            )
+            yield RawDocument("", source, skip="bad_tsv_row", utf8_replaced=bad)
+            continue
+        # Columns are concatenated without a separator: in left/word/right contexts the word
+        # column carries its own leading space.
+        yield RawDocument("".join(cells[i] for i in cfg.tsv_columns), source, utf8_replaced=bad)
+
+
+def _warn(warned: Counter, reason: str, message: str) -> None:
+    warned[reason] += 1
+    if warned[reason] <= _WARN_FIRST:
+        suffix = " (further ones are only counted)" if warned[reason] == _WARN_FIRST else ""
+        log.warning("%s; skipped%s", message, suffix)
+
+
+def _read_parquet(cfg: CorpusConfig, path: Path) -> Iterator[RawDocument]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = str(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise GlottaError(f"{path} is not a readable Parquet file ({exc})") from None
+    with contextlib.closing(parquet):
+        available = parquet.schema_arrow.names
+        missing = [f for f in cfg.text_fields if f not in available]
+        if missing:
+            raise GlottaError(
+                f"{path} has no column {', '.join(map(repr, missing))} (columns: "
+                f"{', '.join(available)}); set corpus.text_fields"
+            )
+        try:
+            # Row batches, not the whole table: memory stays at about one row group.
+            for batch in parquet.iter_batches(batch_size=1024, columns=list(cfg.text_fields)):
+                columns = [batch.column(f).to_pylist() for f in cfg.text_fields]
+                for values in zip(*columns, strict=True):
+                    if all(isinstance(v, str) for v in values):
+                        yield RawDocument("\n".join(values), source)
+                    else:
+                        yield RawDocument("", source, skip="missing_field")
+        except (OSError, pa.ArrowException) as exc:
+            raise GlottaError(
+                f"{path} is truncated or corrupt ({exc}); re-download it or remove it from "
+                "corpus.inputs"
+            ) from None
+
+
+def _read_hf(cfg: CorpusConfig, split: str) -> Iterator[RawDocument]:
+    """Stream one split of a Hugging Face dataset (needs network and the ``hf`` extra).
+
+    Streaming mode downloads shards lazily, so a 10 GB wiki40b split never lands on disk whole.
+    """
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise GlottaError(
+            f"corpus.hf_dataset = {cfg.hf_dataset!r} needs the 'datasets' package: "
+            "pip install 'glotta[hf]'"
+        ) from None
+    label = "hf://" + "/".join(x for x in (cfg.hf_dataset, cfg.hf_config, split) if x)
+    rows = load_dataset(cfg.hf_dataset, cfg.hf_config or None, split=split, streaming=True)
+    for row in rows:
+        values = [row.get(f) for f in cfg.text_fields]
+        if all(isinstance(v, str) for v in values):
+            yield RawDocument("\n".join(values), label)
+        else:
+            yield RawDocument("", label, skip="missing_field")

@@ -1,0 +1,287 @@
+"""The model card: README.md with YAML front matter, filled from what the stages wrote.
+
+The template (``model_card.md``) sits next to this code. Every number comes from a file in the
+run directory: corpus/stats.json, tokenizer/stats.json, train/train_config.json, train/summary.json,
+train/metrics.jsonl and eval/results.json.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import platform
+import string
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from glotta.config import RecipeInfo
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_loss_curve(metrics: list[dict], out_png: Path, title: str) -> bool:
+    """Training loss against tokens seen, with validation points; False when nothing was logged."""
+    train = [(m["tokens_seen"], m["loss"]) for m in metrics if "loss" in m]
+    valid = [(m["tokens_seen"], m["val_loss"]) for m in metrics if m.get("val_loss") is not None]
+    if not train:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.plot(*zip(*train, strict=True), label="train loss", linewidth=1.2)
+    if valid:
+        ax.plot(*zip(*valid, strict=True), "o-", label="validation loss", markersize=4)
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return True
+
+
+def _front_matter(info: RecipeInfo, tags: list[str], results: dict, widget: str) -> str:
+    rows = {row["kind"]: row for row in results.get("rows", [])}
+    meta: dict[str, Any] = {
+        "language": info.language or None,
+        "license": info.license,
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": ["gpt2", "causal-lm", *tags],
+        "datasets": info.datasets or None,
+    }
+    if widget:
+        meta["widget"] = [{"text": widget}]
+    if "model" in rows:
+        model = rows["model"]
+        meta["model-index"] = [
+            {
+                "name": info.name,
+                "results": [
+                    {
+                        "task": {"type": "text-generation", "name": "Causal language modeling"},
+                        "dataset": {
+                            "type": info.datasets[0] if info.datasets else "text",
+                            "name": f"held-out {results.get('split', 'test')} split",
+                            "split": results.get("split", "test"),
+                        },
+                        "metrics": [
+                            {
+                                "type": "perplexity",
+                                "name": "Perplexity",
+                                "value": round(model["perplexity"], 3),
+                            },
+                            {
+                                "type": "bits_per_byte",
+                                "name": "Bits per byte",
+                                "value": round(model["bits_per_byte"], 4),
+                            },
+                        ],
+                    }
+                ],
+            }
+        ]
+    meta = {k: v for k, v in meta.items() if v is not None}
+    return yaml.safe_dump(meta, allow_unicode=True, sort_keys=False).strip()
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _data_section(stats: dict) -> str:
+    if not stats:
+        return "No corpus statistics were recorded."
+    splits = stats.get("splits", {})
+    lines = [
+        f"Read {stats.get('documents_in', 0):,} documents ({stats.get('bytes_in', 0):,} bytes of "
+        f"UTF-8) from: {', '.join(f'`{i}`' for i in stats.get('inputs', [])) or 'the recipe inputs'}.",
+        "",
+        _table(
+            ["split", "documents", "bytes"],
+            [
+                [name, f"{s.get('documents', 0):,}", f"{s.get('bytes', 0):,}"]
+                for name, s in splits.items()
+            ],
+        ),
+        "",
+        "Documents removed, by reason: "
+        + (
+            ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats.get("dropped", {}).items())
+            or "none"
+        )
+        + ".",
+    ]
+    if stats.get("invalid_utf8_replaced"):
+        lines.append(
+            f"{stats['invalid_utf8_replaced']:,} documents had invalid UTF-8, replaced by U+FFFD."
+        )
+    cleaning = stats.get("config", {})
+    if cleaning:
+        lines.append(
+            f"Cleaning: Unicode {cleaning.get('normalization')} normalization, control characters "
+            f"removed, whitespace normalized, {cleaning.get('min_chars')}–"
+            f"{cleaning.get('max_chars') or '∞'} characters per document, exact deduplication "
+            f"{'on' if cleaning.get('dedup') else 'off'}; splits assigned by a content hash."
+        )
+    return "\n".join(lines)
+
+
+def _tokenizer_section(stats: dict) -> str:
+    if not stats:
+        return "No tokenizer statistics were recorded."
+    config = stats.get("config", {})
+    kind = {
+        "bpe": "Byte-level BPE (GPT-2 style)",
+        "unigram": "SentencePiece Unigram with byte fallback",
+    }
+    lines = [
+        f"{kind.get(config.get('kind'), config.get('kind', '?'))}, vocabulary "
+        f"{stats.get('vocab_size', config.get('vocab_size', '?')):,}, trained on "
+        f"{stats.get('training_texts', '?'):,} documents of the train split.",
+    ]
+    fert = stats.get("fertility", {})
+    if fert:
+        lines.append(
+            f"Fertility on the valid split: {fert.get('tokens_per_char', float('nan')):.3f} tokens "
+            f"per character, {fert.get('tokens_per_word', float('nan')):.3f} tokens per "
+            "whitespace-separated word."
+        )
+    return " ".join(lines)
+
+
+def _architecture_section(train_config: dict, summary: dict) -> str:
+    mc = train_config.get("model_config", {})
+    return (
+        _table(
+            ["parameters", "layers", "hidden", "heads", "context", "vocabulary"],
+            [
+                [
+                    f"{summary.get('parameters', 0) / 1e6:.2f}M",
+                    mc.get("n_layer"),
+                    mc.get("n_embd"),
+                    mc.get("n_head"),
+                    mc.get("n_positions"),
+                    mc.get("vocab_size"),
+                ]
+            ],
+        )
+        + f"\n\n`transformers.{(mc.get('architectures') or ['GPT2LMHeadModel'])[0]}`, weights tied between input and output embeddings."
+    )
+
+
+def _training_section(train_config: dict) -> str:
+    t, plan = train_config.get("train", {}), train_config.get("plan", {})
+    rows = [
+        ["objective", t.get("objective")],
+        ["block size (tokens)", t.get("block_size")],
+        [
+            "global batch (sequences)",
+            f"{plan.get('micro_batch_size', 0) * plan.get('accumulation', 0) * plan.get('world_size', 0)}"
+            f" = {plan.get('micro_batch_size')} × {plan.get('accumulation')} accumulation × "
+            f"{plan.get('world_size')} processes",
+        ],
+        ["optimizer steps", plan.get("total_steps")],
+        [
+            "optimizer",
+            f"AdamW (β1 {t.get('adam_beta1')}, β2 {t.get('adam_beta2')}, ε "
+            f"{t.get('adam_eps')}, weight decay {t.get('weight_decay')} on matrices only)",
+        ],
+        [
+            "learning rate",
+            f"{t.get('learning_rate')}, {t.get('warmup_steps')} warmup steps, "
+            f"{t.get('decay')} decay to {t.get('min_lr_ratio')} × peak",
+        ],
+        ["gradient clipping", t.get("grad_clip")],
+        ["precision", t.get("precision")],
+        ["seed", t.get("seed")],
+    ]
+    return _table(["setting", "value"], rows)
+
+
+def _compute_section(train_config: dict, summary: dict) -> str:
+    hours = summary.get("elapsed_seconds", 0) / 3600
+    device = train_config.get("device", "cpu")
+    hardware = device if device != "cpu" else f"CPU ({platform.processor() or platform.machine()})"
+    return _table(
+        ["hardware", "processes", "wall time", "tokens seen"],
+        [
+            [
+                hardware,
+                summary.get("world_size", 1),
+                f"{hours:.2f} h ({summary.get('elapsed_seconds', 0):.0f} s)",
+                f"{summary.get('tokens_seen', 0):,}",
+            ]
+        ],
+    )
+
+
+def _results_section(results: dict) -> str:
+    rows = results.get("rows", [])
+    if not rows:
+        return "The model was not evaluated."
+    return f"On the held-out {results.get('split', 'test')} split:\n\n" + _table(
+        ["model", "perplexity", "bits per byte", "tokens", "bytes"],
+        [
+            [
+                r["name"],
+                f"{r['perplexity']:.2f}",
+                f"{r['bits_per_byte']:.4f}",
+                f"{r['tokens']:,}",
+                f"{r['bytes']:,}",
+            ]
+            for r in rows
+        ],
+    )
+
+
+def render_card(
+    run_dir_files: dict[str, Path], info: RecipeInfo, tags: list[str], widget: str, loss_curve: str
+) -> str:
+    corpus_stats = _read_json(run_dir_files["corpus_stats"])
+    tokenizer_stats = _read_json(run_dir_files["tokenizer_stats"])
+    train_config = _read_json(run_dir_files["train_config"])
+    summary = _read_json(run_dir_files["train_summary"])
+    results = _read_json(run_dir_files["eval_results"])
+    template = string.Template(
+        importlib.resources.files("glotta.export").joinpath("model_card.md").read_text("utf-8")
+    )
+    limitations = (
+        f"A {summary.get('parameters', 0) / 1e6:.1f}M-parameter model trained on "
+        f"{summary.get('tokens_seen', 0):,} tokens: it produces fluent-looking but often wrong or "
+        "incoherent text, reflects the biases of its training corpus, and is not suitable for "
+        "factual or safety-relevant use without further evaluation."
+    )
+    return template.substitute(
+        front_matter=_front_matter(info, tags, results, widget),
+        title=info.name,
+        description=info.description or "A causal language model trained with glotta.",
+        recipe_name=info.name,
+        widget_literal=json.dumps(widget or "", ensure_ascii=False),
+        data_section=_data_section(corpus_stats),
+        tokenizer_section=_tokenizer_section(tokenizer_stats),
+        architecture_section=_architecture_section(train_config, summary),
+        training_section=_training_section(train_config),
+        loss_curve=loss_curve,
+        compute_section=_compute_section(train_config, summary),
+        results_section=_results_section(results),
+        limitations=limitations,
+        citation_section=f"## Provenance\n\n{info.citation}" if info.citation else "",
+    )

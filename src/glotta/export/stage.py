@@ -1,0 +1,107 @@
+"""Export stage: a Hugging Face folder that plain ``transformers`` loads, with its model card.
+
+    RUN_DIR/export/
+      config.json  model.safetensors  generation_config.json
+      tokenizer.json  tokenizer_config.json  ...
+      README.md  loss_curve.png
+
+The folder is assembled under a temporary name and renamed into place, so a failed export never
+leaves a folder that looks publishable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig
+
+from glotta.config import ExportConfig, GenerateConfig, RecipeInfo
+from glotta.errors import GlottaError
+from glotta.export.card import plot_loss_curve, read_metrics, render_card
+from glotta.rundir import (
+    MARKER,
+    RunDir,
+    begin_stage,
+    is_complete,
+    latest_checkpoint,
+    mark_complete,
+    stage_fingerprint,
+)
+
+# Files of the tokenizer stage that are bookkeeping, not part of the tokenizer.
+_NOT_TOKENIZER_FILES = {MARKER, "stats.json"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportStage:
+    """What the export stage's fingerprint covers: the card and generation defaults depend on all three."""
+
+    export: ExportConfig
+    info: RecipeInfo
+    generate: GenerateConfig
+
+
+def generation_config(gen: GenerateConfig, eos_id: int) -> GenerationConfig:
+    """Sampling defaults for ``model.generate`` / ``pipeline`` (the recipe's generate section)."""
+    return GenerationConfig(
+        do_sample=gen.temperature > 0,
+        temperature=gen.temperature if gen.temperature > 0 else None,
+        top_k=gen.top_k if gen.top_k > 0 else None,
+        top_p=gen.top_p if gen.top_p < 1.0 else None,
+        repetition_penalty=gen.repetition_penalty,
+        max_new_tokens=gen.max_new_tokens,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+    )
+
+
+def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir: RunDir) -> Path:
+    """Stage entry: write the HF folder and model card; returns its path."""
+    checkpoint = latest_checkpoint(run_dir.checkpoints)
+    if checkpoint is None or not is_complete(run_dir.train):
+        raise GlottaError(f"no finished training in {run_dir.train}; run `glotta train` first")
+    out = Path(cfg.out) if cfg.out else run_dir.export
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    begin_stage(partial)
+
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
+    model.generation_config = generation_config(gen, model.config.eos_token_id)
+    model.save_pretrained(partial, safe_serialization=True)
+    for path in run_dir.tokenizer.iterdir():
+        if path.is_file() and path.name not in _NOT_TOKENIZER_FILES:
+            shutil.copy2(path, partial / path.name)
+
+    has_curve = plot_loss_curve(
+        read_metrics(run_dir.train / "metrics.jsonl"),
+        partial / "loss_curve.png",
+        f"{info.name}: loss",
+    )
+    card = render_card(
+        {
+            "corpus_stats": run_dir.corpus / "stats.json",
+            "tokenizer_stats": run_dir.tokenizer / "stats.json",
+            "train_config": run_dir.train / "train_config.json",
+            "train_summary": run_dir.train / "summary.json",
+            "eval_results": run_dir.eval / "results.json",
+        },
+        info,
+        cfg.tags,
+        gen.prompt or info.widget_text,
+        "loss_curve.png" if has_curve else "",
+    )
+    (partial / "README.md").write_text(card, encoding="utf-8")
+    mark_complete(
+        partial,
+        "export",
+        stage_fingerprint(ExportStage(cfg, info, gen), run_dir.train, run_dir.eval),
+        {"checkpoint": str(checkpoint)},
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    return out

@@ -1,0 +1,113 @@
+"""Text generation with streaming output: ``glotta generate --model DIR "prompt"``.
+
+Our own sampling loop over the model's key/value cache: one forward pass per new token, the
+logits processors applied in the same order as transformers (repetition penalty, temperature,
+top-k, top-p), and text streamed to stdout as soon as it decodes to complete characters.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from glotta.config import GenerateConfig
+
+
+def _filter_logits(
+    logits: torch.Tensor, history: torch.Tensor, cfg: GenerateConfig
+) -> torch.Tensor:
+    """Apply repetition penalty, temperature, top-k and top-p to a (vocab,) logit vector."""
+    logits = logits.float().clone()
+    if cfg.repetition_penalty != 1.0 and history.numel():
+        seen = logits[history]
+        # CTRL's penalty (Keskar et al., 2019): push seen tokens' logits towards less likely.
+        logits[history] = torch.where(
+            seen > 0, seen / cfg.repetition_penalty, seen * cfg.repetition_penalty
+        )
+    if cfg.temperature <= 0:
+        return logits
+    logits = logits / cfg.temperature
+    if cfg.top_k > 0:
+        kth = torch.topk(logits, min(cfg.top_k, logits.numel())).values[-1]
+        logits[logits < kth] = float("-inf")
+    if cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        # Drop a token when the tokens before it already reach top_p (the first is always kept).
+        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= cfg.top_p
+        logits[order[drop]] = float("-inf")
+    return logits
+
+
+@torch.inference_mode()
+def generate_ids(
+    model, prompt_ids: list[int], cfg: GenerateConfig, eos_id: int | None
+) -> Iterator[int]:
+    """Yield new token ids one at a time (stops at EOS or max_new_tokens)."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    ids = torch.tensor([prompt_ids[-context:]], device=device)
+    history = ids[0].clone()
+    past = None
+    for _ in range(cfg.max_new_tokens):
+        if history.numel() >= context:
+            break  # learned position embeddings end here
+        out = model(input_ids=ids, past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        logits = _filter_logits(out.logits[0, -1], history, cfg)
+        if cfg.temperature <= 0:
+            token = int(torch.argmax(logits))
+        else:
+            probs = torch.softmax(logits, dim=-1).cpu()
+            token = int(torch.multinomial(probs, 1, generator=generator))
+        if eos_id is not None and token == eos_id:
+            return
+        yield token
+        history = torch.cat([history, torch.tensor([token], device=device)])
+        ids = torch.tensor([[token]], device=device)
+
+
+def stream_text(
+    model, tokenizer: Tokenizer, prompt: str, cfg: GenerateConfig, eos_id: int
+) -> Iterator[str]:
+    """Yield pieces of generated text; a piece is held back while it ends in a partial character."""
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False).ids if prompt else []
+    prompt_ids = [eos_id, *prompt_ids]  # documents were packed after an EOS; start the same way
+    new_ids: list[int] = []
+    emitted = ""
+    for token in generate_ids(model, prompt_ids, cfg, eos_id):
+        new_ids.append(token)
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            continue  # an incomplete UTF-8 sequence: wait for its remaining bytes
+        if text.startswith(emitted):
+            yield text[len(emitted) :]
+            emitted = text
+    final = tokenizer.decode(new_ids, skip_special_tokens=True)
+    if final.startswith(emitted) and len(final) > len(emitted):
+        yield final[len(emitted) :]
+
+
+def generate_to_stdout(
+    model_dir: Path, prompt: str, cfg: GenerateConfig, tokenizer_dir=None
+) -> str:
+    """Print the prompt, then the generated continuation as it comes; return the continuation."""
+    from glotta.models import eos_id_of, load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir or model_dir)
+    model = load_causal_lm(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
+    eos_id = eos_id_of(tokenizer, model)
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    pieces = []
+    for piece in stream_text(model, tokenizer, prompt, cfg, eos_id):
+        pieces.append(piece)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return "".join(pieces)

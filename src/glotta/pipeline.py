@@ -1,0 +1,103 @@
+"""``glotta run RECIPE``: every stage in order, skipping the ones that already finished.
+
+A stage is skipped when its folder holds a completion marker whose fingerprint matches the
+current settings (chained with the stages before it). Change a corpus setting and everything
+downstream runs again; change only the generation settings and only the export runs again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glotta.config import Recipe, dump_toml, recipe_to_dict
+from glotta.rundir import RunDir, is_complete, stage_fingerprint
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    folder: Callable[[RunDir, Recipe], Path]
+    # (config object, upstream stage folders) hashed into the stage's fingerprint; each stage's
+    # entry function writes its marker from the same two things.
+    fingerprint_inputs: Callable[[RunDir, Recipe], tuple[Any, list[Path]]]
+    run: Callable[[RunDir, Recipe], Any]
+
+
+def _stages() -> list[Stage]:
+    # Imported here so `glotta --help` stays fast and light stages don't import torch.
+    from glotta.corpus import run_corpus
+    from glotta.evaluate.stage import run_eval
+    from glotta.export.stage import ExportStage, run_export
+    from glotta.tokenizer import run_tokenizer
+    from glotta.tokenizer.pack import run_pack
+    from glotta.train.loop import TrainStage, run_train
+
+    return [
+        Stage(
+            "corpus",
+            lambda d, r: d.corpus,
+            lambda d, r: (r.corpus, []),
+            lambda d, r: run_corpus(r.corpus, d.corpus),
+        ),
+        Stage(
+            "tokenizer",
+            lambda d, r: d.tokenizer,
+            lambda d, r: (r.tokenizer, [d.corpus]),
+            lambda d, r: run_tokenizer(r.tokenizer, d),
+        ),
+        Stage(
+            "pack",
+            lambda d, r: d.shards,
+            lambda d, r: (r.pack, [d.tokenizer]),
+            lambda d, r: run_pack(r.pack, d),
+        ),
+        Stage(
+            "train",
+            lambda d, r: d.train,
+            lambda d, r: (TrainStage(r.train, r.model), [d.shards]),
+            lambda d, r: run_train(r.train, r.model, d),
+        ),
+        Stage(
+            "eval",
+            lambda d, r: d.eval,
+            lambda d, r: (r.eval, [d.train]),
+            lambda d, r: run_eval(r.eval, d),
+        ),
+        Stage(
+            "export",
+            lambda d, r: Path(r.export.out) if r.export.out else d.export,
+            lambda d, r: (ExportStage(r.export, r.recipe, r.generate), [d.train, d.eval]),
+            lambda d, r: run_export(r.export, r.recipe, r.generate, d),
+        ),
+    ]
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    return Path("runs") / recipe.recipe.name
+
+
+def save_recipe(recipe: Recipe, run_dir: RunDir) -> None:
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    (run_dir.root / "recipe.toml").write_text(dump_toml(recipe_to_dict(recipe)), encoding="utf-8")
+
+
+def run_recipe(recipe: Recipe, run_dir: RunDir, force: bool = False) -> dict[str, float]:
+    """Run all stages; returns seconds per stage (0 for skipped ones)."""
+    save_recipe(recipe, run_dir)
+    timings: dict[str, float] = {}
+    for stage in _stages():
+        config, upstream = stage.fingerprint_inputs(run_dir, recipe)
+        expected = stage_fingerprint(config, *upstream)
+        if not force and is_complete(stage.folder(run_dir, recipe), expected):
+            print(f"== {stage.name}: already complete, skipped", flush=True)
+            timings[stage.name] = 0.0
+            continue
+        print(f"== {stage.name}", flush=True)
+        start = time.perf_counter()
+        stage.run(run_dir, recipe)
+        timings[stage.name] = time.perf_counter() - start
+    return timings

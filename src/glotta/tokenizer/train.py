@@ -1,0 +1,206 @@
+"""Train a tokenizer and save it as a Hugging Face folder that ``AutoTokenizer`` loads.
+
+Two kinds (``TokenizerConfig.kind``):
+
+- ``bpe``: byte-level BPE as GPT-2 (HF ``tokenizers``): every byte is in the vocabulary, so no
+  text is ever unknown. Special tokens: eos first (id 0), then pad (if distinct), then
+  ``special_tokens``; bos = unk = eos, as in GPT-2.
+- ``unigram``: SentencePiece Unigram with byte fallback, trained by ``sentencepiece`` and converted
+  to ``tokenizers`` (see :mod:`glotta.tokenizer.unigram`). Ids: eos 0, unk 1, pad 2 (if a distinct
+  ``pad_token`` is set), ``special_tokens``, "\\n", 256 byte pieces, learned pieces.
+
+Neither adds special tokens when encoding: the pack stage puts eos after every document.
+
+Training uses a uniform reservoir sample of at most ``max_training_texts`` documents, so memory
+is bounded by the cap, not by the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from glotta.config import TokenizerConfig
+from glotta.errors import GlottaError
+from glotta.rundir import write_json_atomic
+from glotta.tokenizer.unigram import NEWLINE, sentencepiece_to_tokenizer, train_sentencepiece
+
+T = TypeVar("T")
+
+SENTENCEPIECE_FILE = "sentencepiece.model"  # the sentencepiece model a unigram tokenizer came from
+TRAINING_STATS_FILE = "stats.json"
+
+
+def reservoir_sample(items: Iterable[T], k: int, seed: int) -> tuple[list[T], int]:
+    """A uniform random sample of ``k`` items (all of them when fewer) and how many were seen.
+
+    Algorithm R: one pass, memory of ``k`` items. ``k <= 0`` keeps everything.
+    """
+    sample: list[T] = []
+    if k <= 0:
+        sample = list(items)
+        return sample, len(sample)
+    rng = random.Random(seed)
+    seen = 0
+    for seen, item in enumerate(items, start=1):
+        if seen <= k:
+            sample.append(item)
+        else:
+            j = rng.randrange(seen)
+            if j < k:
+                sample[j] = item
+    return sample, seen
+
+
+def special_tokens(cfg: TokenizerConfig) -> dict[str, Any]:
+    """Roles of the special tokens: eos, pad, unk, bos and the extra ones, in id order."""
+    eos = cfg.eos_token
+    pad = cfg.pad_token or eos
+    unk = cfg.unk_token if cfg.kind == "unigram" else eos  # byte-level BPE never needs one
+    reserved = {eos, pad, unk}
+    extra = [t for t in dict.fromkeys(cfg.special_tokens) if t not in reserved]
+    return {"eos": eos, "bos": eos, "pad": pad, "unk": unk, "extra": extra}
+
+
+def check_config(cfg: TokenizerConfig) -> None:
+    """Reject settings that cannot work, naming the key, before any training."""
+    if cfg.kind not in ("bpe", "unigram"):
+        raise GlottaError(f"tokenizer.kind = {cfg.kind!r}: use 'bpe' or 'unigram'")
+    if not cfg.eos_token:
+        raise GlottaError("tokenizer.eos_token must not be empty")
+    if any(not t for t in cfg.special_tokens):
+        raise GlottaError("tokenizer.special_tokens must not contain an empty string")
+    if NEWLINE in (cfg.eos_token, cfg.pad_token, cfg.unk_token, *cfg.special_tokens):
+        raise GlottaError('tokenizer: "\\n" cannot be a special token')
+    if cfg.min_frequency < 0:
+        raise GlottaError(f"tokenizer.min_frequency = {cfg.min_frequency} must not be negative")
+    roles = special_tokens(cfg)
+    n_special = 1 + (roles["pad"] != roles["eos"]) + len(roles["extra"])
+    if cfg.kind == "bpe":
+        minimum = 256 + n_special + 1
+        if cfg.vocab_size < minimum:
+            raise GlottaError(
+                f"tokenizer.vocab_size = {cfg.vocab_size} is too small for byte-level BPE: 256 "
+                f"byte tokens and {n_special} special tokens need at least {minimum}"
+            )
+        return
+    if not cfg.unk_token:
+        raise GlottaError("tokenizer.unk_token must not be empty for kind = 'unigram'")
+    if cfg.unk_token in (cfg.eos_token, cfg.pad_token):
+        raise GlottaError("tokenizer.unk_token must differ from eos_token and pad_token")
+    if not 0 < cfg.character_coverage <= 1:
+        raise GlottaError(
+            f"tokenizer.character_coverage = {cfg.character_coverage} must be in (0, 1]"
+        )
+    minimum = 256 * cfg.byte_fallback + n_special + 2 + 1  # bytes, specials, unk, "\n", a piece
+    if cfg.vocab_size < minimum:
+        raise GlottaError(
+            f"tokenizer.vocab_size = {cfg.vocab_size} is too small for a Unigram model with "
+            f"byte fallback: it needs at least {minimum} (bytes, special tokens, characters)"
+        )
+
+
+def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], out_dir: Path) -> dict[str, Any]:
+    """Train on (a reservoir sample of) ``texts`` and save a Hugging Face folder in ``out_dir``.
+
+    Writes ``tokenizer.json``, ``tokenizer_config.json``, ``stats.json`` and, for unigram,
+    ``sentencepiece.model``. Returns the statistics also written to ``stats.json``.
+    """
+    check_config(cfg)
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    sample, seen = reservoir_sample(texts, cfg.max_training_texts, cfg.seed)
+    if not any(sample):
+        raise GlottaError("tokenizer: no training text (the train split is empty)")
+    roles = special_tokens(cfg)
+    if cfg.kind == "bpe":
+        tokenizer, sp_model = _train_bpe(cfg, sample, roles), None
+    else:
+        sp_model = train_sentencepiece(
+            sample,
+            vocab_size=cfg.vocab_size,
+            eos_token=roles["eos"],
+            unk_token=roles["unk"],
+            pad_token=roles["pad"] if roles["pad"] != roles["eos"] else None,
+            control_symbols=roles["extra"],
+            character_coverage=cfg.character_coverage,
+            byte_fallback=cfg.byte_fallback,
+            add_dummy_prefix=cfg.add_dummy_prefix,
+        )
+        tokenizer = sentencepiece_to_tokenizer(sp_model)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_hf_folder(tokenizer, roles, out_dir)
+    sp_path = out_dir / SENTENCEPIECE_FILE
+    if sp_model is None:
+        sp_path.unlink(missing_ok=True)  # left by an earlier unigram run
+    else:
+        sp_path.write_bytes(sp_model)
+
+    stats = {
+        "kind": cfg.kind,
+        "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+        "requested_vocab_size": cfg.vocab_size,
+        "training_texts": len(sample),
+        "training_texts_seen": seen,
+        "training_characters": sum(len(t) for t in sample),
+        "eos_token": roles["eos"],
+        "eos_id": tokenizer.token_to_id(roles["eos"]),
+        "pad_token": roles["pad"],
+        "pad_id": tokenizer.token_to_id(roles["pad"]),
+        "unk_token": roles["unk"],
+        "unk_id": tokenizer.token_to_id(roles["unk"]),
+        "special_tokens": roles["extra"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    write_json_atomic(out_dir / TRAINING_STATS_FILE, stats)
+    return stats
+
+
+def _train_bpe(cfg: TokenizerConfig, texts: list[str], roles: dict[str, Any]) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    # Offsets only (as GPT-2's tokenizer.json): adds no BOS/EOS.
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    specials = list(dict.fromkeys([roles["eos"], roles["pad"], *roles["extra"]]))
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        min_frequency=cfg.min_frequency,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer, length=len(texts))
+    return tokenizer
+
+
+def save_hf_folder(tokenizer: Tokenizer, roles: dict[str, Any], out_dir: Path) -> None:
+    """``save_pretrained`` through transformers, so the folder is what ``AutoTokenizer`` expects."""
+    from transformers import PreTrainedTokenizerFast  # slow import; only needed here
+
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=roles["eos"],
+        bos_token=roles["bos"],
+        unk_token=roles["unk"],
+        pad_token=roles["pad"],
+        additional_special_tokens=roles["extra"] or None,
+        clean_up_tokenization_spaces=False,  # decode must give back the text exactly
+    )
+    hf.save_pretrained(str(out_dir))
+    # transformers 5 writes the names TokenizersBackend and extra_special_tokens (a list); the
+    # older names load in transformers 4.x and 5.x alike, so an exported model works in both.
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    extra = config.pop("extra_special_tokens", None)
+    if extra:
+        config["additional_special_tokens"] = extra
+    write_json_atomic(config_path, config)
