@@ -67,3 +67,40 @@ READERS = {"sv": swedish_sentences, "ru": russian_sentences, "ja": japanese_sent
 def sentences() -> dict[str, list[str]]:
     """Real sentences per language code: {"sv": [...], "ru": [...], "ja": [...]}."""
     return {lang: read() for lang, read in READERS.items()}
+
+
+# Characters that occur in none of the three corpora: they must round-trip through byte tokens.
+UNSEEN = "🦜 龘 ℵ"
+HELD_OUT = 40  # sentences per language kept out of training
+
+
+def documents(sentences: list[str], per_document: int = 3) -> list[str]:
+    """Multi-line documents: ``per_document`` consecutive sentences joined by newlines."""
+    return [
+        "\n".join(sentences[i : i + per_document]) for i in range(0, len(sentences), per_document)
+    ]
+
+
+@pytest.fixture(scope="session")
+def corpus(sentences) -> dict[str, dict[str, list[str]]]:
+    """Per language: multi-line training documents and held-out sentences (the last ones)."""
+    limits = {"sv": None, "ru": 1500, "ja": None}  # Russian is 9k contexts: a slice is enough
+    out = {}
+    for lang, texts in sentences.items():
+        texts = texts[: limits[lang]]
+        out[lang] = {"train": documents(texts[:-HELD_OUT]), "held_out": texts[-HELD_OUT:]}
+    return out
+
+
+@pytest.fixture(scope="session")
+def unseen() -> list[str]:
+    """Characters that occur in no training document (an emoji, a rare kanji, a math letter)."""
+    return UNSEEN.split()
+
+
+@pytest.fixture(scope="session")
+def training_documents(corpus) -> list[str]:
+    """The training documents of all three languages, in one list."""
+    docs = [doc for lang in corpus for doc in corpus[lang]["train"]]
+    assert not any(ch in doc for doc in docs for ch in UNSEEN.split()), "pick other unseen chars"
+    return docs

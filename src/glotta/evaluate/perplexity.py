@@ -81,8 +81,9 @@ def sliding_windows(length: int, context: int, stride: int, document: int = 0) -
         end = min(start + context, length)
         yield Window(document, start, end, scored_until)
         scored_until = end
-        # Advance by stride, but let the last window end at the document's end with full history.
-        start = min(start + stride, max(0, length - context))
+        # Advance by stride, keep the input that predicts the next target (end - 1), and let the
+        # last window end at the document's end with as much history as fits.
+        start = min(start + stride, end - 1, max(0, length - context))
 
 
 @torch.no_grad()
