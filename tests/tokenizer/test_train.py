@@ -20,13 +20,26 @@ LANGS = ("sv", "ru", "ja")
 KINDS = ("bpe", "unigram")
 
 
-@pytest.fixture(scope="session", params=KINDS)
-def trained(request, tmp_path_factory, training_documents):
-    """A tokenizer of each kind trained once on the three languages: (kind, folder, stats)."""
-    kind = request.param
+def _train(kind: str, tmp_path_factory, documents: list[str]):
     out = tmp_path_factory.mktemp(f"tok_{kind}")
     cfg = TokenizerConfig(kind=kind, vocab_size=VOCAB, special_tokens=["<mask>"], pad_token="<pad>")
-    return kind, out, train_tokenizer(cfg, training_documents, out)
+    return kind, out, train_tokenizer(cfg, documents, out)
+
+
+@pytest.fixture(scope="session")
+def bpe_trained(tmp_path_factory, training_documents):
+    return _train("bpe", tmp_path_factory, training_documents)
+
+
+@pytest.fixture(scope="session")
+def unigram_trained(tmp_path_factory, training_documents):
+    return _train("unigram", tmp_path_factory, training_documents)
+
+
+@pytest.fixture(params=KINDS)
+def trained(request):
+    """A tokenizer of each kind trained once on the three languages: (kind, folder, stats)."""
+    return request.getfixturevalue(f"{request.param}_trained")
 
 
 def texts_for(corpus, lang: str, unseen: list[str]) -> list[str]:
@@ -57,10 +70,8 @@ def test_round_trip_and_identical_ids(trained, corpus, unseen, lang):
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_unigram_ids_match_sentencepiece(trained, corpus, unseen, lang):
-    kind, folder, _ = trained
-    if kind != "unigram":
-        pytest.skip("sentencepiece parity is a unigram property")
+def test_unigram_ids_match_sentencepiece(unigram_trained, corpus, unseen, lang):
+    _, folder, _ = unigram_trained
     sp = spm.SentencePieceProcessor(model_file=str(folder / "sentencepiece.model"))
     raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
     texts = texts_for(corpus, lang, unseen)
@@ -105,9 +116,12 @@ def test_fertility_on_held_out_text(trained, corpus):
         result = fertility(raw, corpus[lang]["held_out"])
         assert result["documents"] == len(corpus[lang]["held_out"])
         assert result["characters"] == sum(len(t) for t in corpus[lang]["held_out"])
-        # Trained on the language: clearly fewer tokens than characters, and than bytes.
-        assert 0 < result["tokens_per_character"] < 0.9
-        assert result["tokens_per_byte"] < result["tokens_per_character"] or lang == "sv"
+        # Trained on the language: clearly fewer tokens than bytes (with 2,000 tokens for
+        # three scripts, Japanese still needs about one token per character).
+        assert 0 < result["tokens_per_byte"] < 0.6
+        if lang != "ja":
+            assert result["tokens_per_character"] < 0.7
+            assert 1 < result["tokens_per_word"] < 5
     hf = AutoTokenizer.from_pretrained(folder)
     assert fertility(hf, corpus["sv"]["held_out"]) == fertility(raw, corpus["sv"]["held_out"])
 

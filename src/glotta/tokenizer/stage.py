@@ -50,6 +50,9 @@ def run_tokenizer(cfg: TokenizerConfig, run_dir: RunDir) -> dict[str, Any]:
     """Run the tokenizer stage; return the statistics also saved as ``tokenizer/stats.json``."""
     if not is_complete(run_dir.corpus):
         raise GlottaError(f"no finished corpus in {run_dir.corpus}; run `glotta corpus` first")
+    train = run_dir.corpus / "train.jsonl"
+    if not train.is_file():
+        raise GlottaError(f"{train} does not exist; run `glotta corpus` again")
     check_config(cfg)
     fp = tokenizer_fingerprint(cfg, run_dir)
     out_dir = run_dir.tokenizer
@@ -58,16 +61,14 @@ def run_tokenizer(cfg: TokenizerConfig, run_dir: RunDir) -> dict[str, Any]:
     for name in OUTPUT_FILES:
         (out_dir / name).unlink(missing_ok=True)
 
-    stats = train_tokenizer(cfg, read_documents(run_dir.corpus / "train.jsonl"), out_dir)
+    stats = train_tokenizer(cfg, read_documents(train), out_dir)
     tokenizer = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
     valid = run_dir.corpus / "valid.jsonl"
     if valid.is_file() and valid.stat().st_size > 0:
         split, texts = "valid", read_documents(valid)
     else:
         split = "train"
-        texts = itertools.islice(
-            read_documents(run_dir.corpus / "train.jsonl"), FERTILITY_TRAIN_SAMPLE
-        )
+        texts = itertools.islice(read_documents(train), FERTILITY_TRAIN_SAMPLE)
     stats["fertility"] = {"split": split, **fertility(tokenizer, texts)}
     write_json_atomic(out_dir / TRAINING_STATS_FILE, stats)
     print(format_summary(stats), file=sys.stderr)

@@ -1,0 +1,47 @@
+"""Shared fixtures: a real, tiny run (real Russian text, real tokenizer, real training steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from glotta.config import Recipe, load_recipe
+from glotta.rundir import RunDir
+
+# The demo recipe shrunk to seconds: ten files of real Russian contexts, a 512-token BPE, a
+# 2-layer GPT-2 and 40 optimizer steps.
+TINY_OVERRIDES = [
+    'corpus.inputs=["pkg://rl_wsd_labeled/verbs/RuTenTen/*.txt"]',
+    "corpus.valid_fraction=0.1",
+    "corpus.test_fraction=0.1",
+    "tokenizer.vocab_size=512",
+    'model.preset="tiny"',
+    "model.n_layer=0",
+    "model.n_embd=0",
+    "model.n_head=0",
+    "train.block_size=64",
+    "train.micro_batch_size=8",
+    "train.max_steps=40",
+    "train.warmup_steps=5",
+    "train.eval_interval=20",
+    "train.eval_batches=4",
+    "train.checkpoint_interval=20",
+    "train.log_interval=5",
+    "generate.max_new_tokens=20",
+]
+
+
+def tiny_recipe(*extra: str) -> Recipe:
+    return load_recipe("demo", [*TINY_OVERRIDES, *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Recipe, RunDir]:
+    """A finished run of every stage of the tiny demo (shared by the tests that only read it)."""
+    from glotta.pipeline import run_recipe
+
+    recipe = tiny_recipe()
+    run_dir = RunDir(Path(tmp_path_factory.mktemp("tiny-run")))
+    run_recipe(recipe, run_dir)
+    return recipe, run_dir

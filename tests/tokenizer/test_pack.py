@@ -1,0 +1,150 @@
+"""The tokenizer and pack stages end to end on a small run directory of real text."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from glotta.config import CorpusConfig, PackConfig, TokenizerConfig
+from glotta.documents import SPLITS, DocumentWriter
+from glotta.errors import GlottaError
+from glotta.rundir import MARKER, RunDir, fingerprint, is_complete, mark_complete
+from glotta.tokenizer.pack import pack_fingerprint, run_pack
+from glotta.tokenizer.shards import open_shard, shard_header
+from glotta.tokenizer.stage import run_tokenizer, tokenizer_fingerprint
+
+
+def write_corpus(run_dir: RunDir, splits: dict[str, list[str]]) -> None:
+    """What the corpus stage leaves behind: three JSONL files and its COMPLETE.json."""
+    run_dir.corpus.mkdir(parents=True)
+    for split in SPLITS:
+        with DocumentWriter(run_dir.corpus / f"{split}.jsonl") as writer:
+            for text in splits.get(split, []):
+                writer.write(text)
+    mark_complete(run_dir.corpus, "corpus", fingerprint(CorpusConfig()), {})
+
+
+@pytest.fixture
+def splits(corpus) -> dict[str, list[str]]:
+    """Documents of all three languages per split (Japanese trimmed: fewer required characters)."""
+    return {
+        "train": corpus["sv"]["train"] + corpus["ru"]["train"][:150] + corpus["ja"]["train"][:40],
+        "valid": corpus["sv"]["held_out"][:20] + corpus["ru"]["held_out"][:10],
+        "test": corpus["ja"]["held_out"][:10] + ["", "  leading spaces\n\nand 🦜\n"],
+    }
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_tokenizer_and_pack_stages(tmp_path, splits, kind):
+    run_dir = RunDir(tmp_path / "run")
+    write_corpus(run_dir, splits)
+    tok_cfg = TokenizerConfig(kind=kind, vocab_size=1000, character_coverage=0.999)
+    stats = run_tokenizer(tok_cfg, run_dir)
+
+    assert is_complete(run_dir.tokenizer, tokenizer_fingerprint(tok_cfg, run_dir))
+    saved = json.loads((run_dir.tokenizer / "stats.json").read_text())
+    assert saved == stats
+    assert stats["training_texts"] == len(splits["train"])
+    assert stats["fertility"]["split"] == "valid"
+    assert stats["fertility"]["documents"] == len(splits["valid"])
+    for name in ("tokenizer.json", "tokenizer_config.json", MARKER):
+        assert (run_dir.tokenizer / name).is_file()
+
+    pack_cfg = PackConfig(batch_documents=7, threads=1)
+    meta = run_pack(pack_cfg, run_dir)
+    assert is_complete(run_dir.shards, pack_fingerprint(pack_cfg, run_dir))
+    assert json.loads((run_dir.shards / "meta.json").read_text()) == meta
+    assert meta["vocab_size"] == 1000 and meta["dtype"] == "uint16" and meta["token_bytes"] == 2
+    eos = meta["eos_id"]
+    assert eos == stats["eos_id"] == 0
+    assert meta["tokens_per_second"] > 0
+
+    tokenizer = Tokenizer.from_file(str(run_dir.tokenizer / "tokenizer.json"))
+    for split in SPLITS:
+        texts = splits[split]
+        info = meta["splits"][split]
+        assert info["file"] == f"{split}.bin"
+        assert info["documents"] == len(texts)
+        assert info["utf8_bytes"] == sum(len(t.encode("utf-8")) for t in texts)
+        assert info["characters"] == sum(len(t) for t in texts)
+        path = run_dir.shards / info["file"]
+        header = shard_header(path)
+        assert (header["tokens"], header["documents"]) == (info["tokens"], info["documents"])
+        assert (header["vocab_size"], header["eos_id"]) == (1000, eos)
+        tokens = np.asarray(open_shard(path))
+        # Every document is followed by eos; cutting there gives back every text exactly.
+        ends = np.flatnonzero(tokens == eos)
+        assert len(ends) == len(texts) and (len(tokens) == 0 or tokens[-1] == eos)
+        pieces = np.split(tokens, ends + 1)[:-1]
+        assert [tokenizer.decode(p[:-1].tolist()) for p in pieces] == texts
+        assert [p[:-1].tolist() for p in pieces] == [tokenizer.encode(t).ids for t in texts]
+
+
+def test_pack_does_not_depend_on_batch_size(tmp_path, splits):
+    run_dir = RunDir(tmp_path / "run")
+    write_corpus(run_dir, splits)
+    run_tokenizer(TokenizerConfig(kind="bpe", vocab_size=500), run_dir)
+    run_pack(PackConfig(batch_documents=1000), run_dir)
+    first = {s: (run_dir.shards / f"{s}.bin").read_bytes() for s in SPLITS}
+    run_pack(PackConfig(batch_documents=3), run_dir)
+    assert {s: (run_dir.shards / f"{s}.bin").read_bytes() for s in SPLITS} == first
+
+
+def test_fingerprints_chain_to_upstream_stages(tmp_path, splits):
+    run_dir = RunDir(tmp_path / "run")
+    write_corpus(run_dir, splits)
+    cfg = TokenizerConfig(kind="bpe", vocab_size=500)
+    before = tokenizer_fingerprint(cfg, run_dir)
+    assert before != tokenizer_fingerprint(TokenizerConfig(kind="bpe", vocab_size=501), run_dir)
+    mark_complete(run_dir.corpus, "corpus", fingerprint(CorpusConfig(min_chars=1)), {})
+    assert tokenizer_fingerprint(cfg, run_dir) != before  # a new corpus invalidates the tokenizer
+
+
+def test_fertility_falls_back_to_train_when_valid_is_empty(tmp_path, splits):
+    run_dir = RunDir(tmp_path / "run")
+    write_corpus(run_dir, {"train": splits["train"]})
+    stats = run_tokenizer(TokenizerConfig(kind="bpe", vocab_size=500), run_dir)
+    assert stats["fertility"]["split"] == "train"
+    assert stats["fertility"]["documents"] == len(splits["train"])
+    meta = run_pack(PackConfig(), run_dir)
+    assert meta["splits"]["valid"] == {
+        "file": "valid.bin",
+        "documents": 0,
+        "tokens": 0,
+        "utf8_bytes": 0,
+        "characters": 0,
+    }
+    assert len(open_shard(run_dir.shards / "valid.bin")) == 0
+
+
+def test_pack_without_tokenizer_is_a_glotta_error(tmp_path, splits):
+    run_dir = RunDir(tmp_path / "run")
+    write_corpus(run_dir, splits)
+    with pytest.raises(GlottaError, match="run `glotta tokenizer` first"):
+        run_pack(PackConfig(), run_dir)
+    assert not run_dir.shards.exists()
+
+
+def test_tokenizer_without_corpus_is_a_glotta_error(tmp_path):
+    run_dir = RunDir(tmp_path / "run")
+    with pytest.raises(GlottaError, match="run `glotta corpus` first"):
+        run_tokenizer(TokenizerConfig(), run_dir)
+    # An interrupted corpus stage (files but no COMPLETE.json) is not a corpus either.
+    run_dir.corpus.mkdir(parents=True)
+    (run_dir.corpus / "train.jsonl").write_text('{"text": "hej"}\n')
+    with pytest.raises(GlottaError, match="run `glotta corpus` first"):
+        run_tokenizer(TokenizerConfig(), run_dir)
+
+
+def test_bad_pack_settings_are_glotta_errors(tmp_path, splits):
+    run_dir = RunDir(tmp_path / "run")
+    write_corpus(run_dir, splits)
+    run_tokenizer(TokenizerConfig(kind="bpe", vocab_size=500), run_dir)
+    with pytest.raises(GlottaError, match="batch_documents"):
+        run_pack(PackConfig(batch_documents=0), run_dir)
+    (run_dir.corpus / "test.jsonl").unlink()
+    with pytest.raises(GlottaError, match=r"test\.jsonl does not exist"):
+        run_pack(PackConfig(), run_dir)
