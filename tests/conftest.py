@@ -10,7 +10,7 @@ from glotta.config import Recipe, load_recipe
 from glotta.rundir import RunDir
 
 # The demo recipe shrunk to seconds: ten files of real Russian contexts, a 512-token BPE, a
-# 2-layer GPT-2 and 40 optimizer steps.
+# 2-layer GPT-2 and 200 optimizer steps.
 TINY_OVERRIDES = [
     'corpus.inputs=["pkg://rl_wsd_labeled/verbs/RuTenTen/*.txt"]',
     "corpus.valid_fraction=0.1",
@@ -21,12 +21,13 @@ TINY_OVERRIDES = [
     "model.n_embd=0",
     "model.n_head=0",
     "train.block_size=64",
-    "train.micro_batch_size=8",
-    "train.max_steps=40",
+    "train.micro_batch_size=16",
+    "train.max_steps=200",
+    "train.learning_rate=3e-3",
     "train.warmup_steps=5",
-    "train.eval_interval=20",
+    "train.eval_interval=100",
     "train.eval_batches=4",
-    "train.checkpoint_interval=20",
+    "train.checkpoint_interval=100",
     "train.log_interval=5",
     "generate.max_new_tokens=20",
 ]

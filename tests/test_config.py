@@ -33,7 +33,9 @@ def test_every_shipped_recipe_validates(name):
 def test_seed_recipes_carry_the_cards_settings():
     ja = load_recipe("japanese-gpt2-small")
     assert (ja.tokenizer.kind, ja.tokenizer.vocab_size, ja.tokenizer.add_dummy_prefix) == (
-        "unigram", 32000, True,
+        "unigram",
+        32000,
+        True,
     )
     assert (ja.train.learning_rate, ja.train.decay, ja.train.grad_clip) == (1e-4, "linear", 1.0)
     assert (ja.train.block_size, ja.train.micro_batch_size) == (1024, 2)
@@ -46,14 +48,14 @@ def test_seed_recipes_carry_the_cards_settings():
 
 def test_unknown_key_names_the_key_and_the_file(tmp_path):
     path = tmp_path / "r.toml"
-    path.write_text('[train]\nlearning_rat = 1e-3\n')
+    path.write_text("[train]\nlearning_rat = 1e-3\n")
     with pytest.raises(GlottaError, match=r"r\.toml: unknown key 'train\.learning_rat'"):
         load_recipe(str(path))
 
 
 def test_unknown_section(tmp_path):
     path = tmp_path / "r.toml"
-    path.write_text('[trian]\nmax_steps = 3\n')
+    path.write_text("[trian]\nmax_steps = 3\n")
     with pytest.raises(GlottaError, match=r"unknown section \[trian\]"):
         load_recipe(str(path))
 
@@ -63,8 +65,8 @@ def test_unknown_section(tmp_path):
     [
         ('[train]\nmax_steps = "ten"', r"\[train\] max_steps: expected int, got str"),
         ("[train]\nlearning_rate = true", r"learning_rate: expected float, got bool"),
-        ("[corpus]\ninputs = \"a.txt\"", r"inputs: expected a list"),
-        ("[corpus]\ntsv_columns = [0, \"1\"]", r"tsv_columns\[1\]: expected int"),
+        ('[corpus]\ninputs = "a.txt"', r"inputs: expected a list"),
+        ('[corpus]\ntsv_columns = [0, "1"]', r"tsv_columns\[1\]: expected int"),
         ('[tokenizer]\nkind = "wordpiece"', r"'wordpiece' is not one of bpe, unigram"),
     ],
 )
@@ -89,8 +91,13 @@ def test_invalid_toml_and_missing_file(tmp_path):
 def test_set_overrides_parse_toml_values():
     recipe = load_recipe(
         "demo",
-        ["train.max_steps=7", "train.learning_rate=1e-4", "corpus.dedup=false",
-         'corpus.inputs=["a.txt", "b.txt"]', "train.decay=linear"],
+        [
+            "train.max_steps=7",
+            "train.learning_rate=1e-4",
+            "corpus.dedup=false",
+            'corpus.inputs=["a.txt", "b.txt"]',
+            "train.decay=linear",
+        ],
     )
     assert recipe.train.max_steps == 7 and recipe.train.learning_rate == 1e-4
     assert recipe.corpus.dedup is False and recipe.corpus.inputs == ["a.txt", "b.txt"]

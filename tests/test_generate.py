@@ -19,8 +19,15 @@ from glotta.generate import _filter_logits, generate_ids
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=64,
-                        bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        vocab_size=64,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return GPT2LMHeadModel(config).eval()
 
 
@@ -30,10 +37,15 @@ def test_greedy_matches_transformers_generate(model, penalty):
     cfg = GenerateConfig(temperature=0.0, repetition_penalty=penalty, max_new_tokens=20)
     ours = list(generate_ids(model, prompt, cfg, eos_id=None))
     reference = model.generate(
-        torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-        do_sample=False, max_new_tokens=20, min_new_tokens=20,
-        repetition_penalty=penalty, pad_token_id=0, eos_token_id=None,
-    )[0, len(prompt):].tolist()
+        torch.tensor([prompt]),
+        attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        do_sample=False,
+        max_new_tokens=20,
+        min_new_tokens=20,
+        repetition_penalty=penalty,
+        pad_token_id=0,
+        eos_token_id=None,
+    )[0, len(prompt) :].tolist()
     assert ours == reference
 
 
@@ -58,8 +70,9 @@ def test_filters_match_transformers_processors():
 
 
 def test_sampling_is_seeded_and_stops_at_context(model):
-    cfg = GenerateConfig(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                         max_new_tokens=100, seed=3)
+    cfg = GenerateConfig(
+        temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=100, seed=3
+    )
     a = list(generate_ids(model, [0, 1, 2], cfg, eos_id=None))
     b = list(generate_ids(model, [0, 1, 2], cfg, eos_id=None))
     c = list(generate_ids(model, [0, 1, 2], dataclasses.replace(cfg, seed=4), eos_id=None))

@@ -32,8 +32,8 @@ def _stages() -> list[Stage]:
     from glotta.corpus import run_corpus
     from glotta.evaluate.stage import run_eval
     from glotta.export.stage import ExportStage, run_export
-    from glotta.tokenizer.stage import run_tokenizer
     from glotta.tokenizer.pack import run_pack
+    from glotta.tokenizer.stage import run_tokenizer
     from glotta.train.loop import TrainStage, run_train
 
     return [

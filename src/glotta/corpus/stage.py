@@ -27,7 +27,7 @@ from glotta.corpus.markup import convert_markup
 from glotta.corpus.readers import READER_SKIP_REASONS, iter_documents
 from glotta.documents import SPLITS, DocumentWriter
 from glotta.errors import GlottaError
-from glotta.rundir import begin_stage, fingerprint, mark_complete, write_json_atomic
+from glotta.rundir import begin_stage, mark_complete, stage_fingerprint, write_json_atomic
 
 DROP_REASONS = (*READER_SKIP_REASONS, *DROP_REASONS_CLEAN, "duplicate")
 STATS_FILE = "stats.json"
@@ -94,7 +94,7 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
         "bytes_out": stats["bytes_out"],
         **{f"{s}_documents": stats["splits"][s]["documents"] for s in SPLITS},
     }
-    mark_complete(out_dir, "corpus", fingerprint(cfg), summary)  # last: the stage is done
+    mark_complete(out_dir, "corpus", stage_fingerprint(cfg), summary)  # last: the stage is done
     return stats
 
 

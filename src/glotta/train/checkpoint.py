@@ -1,4 +1,4 @@
-"""Checkpoints that hold everything needed to continue: weights, optimizer, schedule, RNG, data position.
+r"""Checkpoints that hold everything needed to continue: weights, optimizer, schedule, RNG, data position.
 
 ```
 train/checkpoints/

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -172,6 +173,9 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
     resume_from = checkpoint.find_resume_checkpoint(run_dir.checkpoints)
     if resume == "always" and resume_from is None:
         raise GlottaError(f"--resume: no checkpoint in {run_dir.checkpoints}")
+    if resume == "never" and ctx.is_main:
+        shutil.rmtree(run_dir.checkpoints, ignore_errors=True)  # a fresh start forgets old runs
+        resume_from = None
     if resume != "never" and resume_from is not None:
         state = checkpoint.load_checkpoint(resume_from, model, optimizer, scheduler)
         step, tokens_seen = state["step"], state["tokens_seen"]
@@ -194,7 +198,7 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
     if ctx.is_main:
         _log_plan(cfg, plan, model, amp, ctx)
         _write_train_config(run_dir, cfg, model_cfg, plan, model, ctx)
-    metrics = MetricsLog(run_dir.train, enabled=ctx.is_main)
+    metrics = MetricsLog(run_dir.train, enabled=ctx.is_main, resume_step=step)
     tokens_per_step = plan.global_batch * cfg.block_size
     progress = tqdm(
         total=plan.total_steps,
@@ -323,17 +327,32 @@ def batch_to(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device):
 
 
 class MetricsLog:
-    """Metrics as JSON lines (for the model card's loss curve) and as a TensorBoard log."""
+    """Metrics as JSON lines (for the model card's loss curve) and as a TensorBoard log.
 
-    def __init__(self, folder: Path, enabled: bool):
+    On resume, lines logged after the checkpoint's step (by the run that crashed) are dropped,
+    so the curve has exactly one value per step.
+    """
+
+    def __init__(self, folder: Path, enabled: bool, resume_step: int = 0):
         self.enabled = enabled
         if not enabled:
             return
         folder.mkdir(parents=True, exist_ok=True)
-        self._file = open(folder / "metrics.jsonl", "a", encoding="utf-8")
+        path = folder / "metrics.jsonl"
+        kept = []
+        if resume_step and path.is_file():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
+        path.write_text("".join(line + "\n" for line in kept))
+        self._file = open(path, "a", encoding="utf-8")
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard; rank 0 only
 
-        self._tensorboard = SummaryWriter(str(folder / "tensorboard"))
+        self._tensorboard = SummaryWriter(
+            str(folder / "tensorboard"), purge_step=resume_step or None
+        )
 
     def write(self, step: int, **values: float) -> None:
         if not self.enabled:
