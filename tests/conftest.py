@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,16 @@ def tiny_run(tmp_path_factory) -> tuple[Recipe, RunDir]:
     run_dir = RunDir(Path(tmp_path_factory.mktemp("tiny-run")))
     run_recipe(recipe, run_dir)
     return recipe, run_dir
+
+
+def glotta(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real command line (``python -m glotta ARGS``) in a subprocess."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run(
+        [sys.executable, "-m", "glotta", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )

@@ -4,26 +4,13 @@ the model card, the CLI, skipping of finished stages, and bad input."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from glotta.rundir import MARKER, is_complete
-from tests.conftest import TINY_OVERRIDES
-
-GLOTTA = [sys.executable, "-m", "glotta"]
-
-
-def glotta(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run(
-        [*GLOTTA, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
-    )
+from tests.conftest import TINY_OVERRIDES, glotta
 
 
 def test_every_stage_completes_and_the_model_beats_the_unigram_baseline(tiny_run):

@@ -92,9 +92,9 @@ def _add_recipe_args(parser: argparse.ArgumentParser, recipe_positional: bool = 
     )
 
 
-def _resolve(args: argparse.Namespace) -> tuple[Recipe, RunDir]:
-    """The recipe (file or name + --set + flags) and run directory of a stage command."""
-    from glotta.config import recipe_to_dict
+def _resolve_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe: a file or name (else RUN_DIR/recipe.toml, else defaults) + --set + flags."""
+    from glotta.config import recipe_from_dict, recipe_to_dict
 
     recipe_arg = getattr(args, "recipe", None)
     if recipe_arg is None and args.run_dir and (args.run_dir / "recipe.toml").is_file():
@@ -105,13 +105,17 @@ def _resolve(args: argparse.Namespace) -> tuple[Recipe, RunDir]:
         data = recipe_to_dict(recipe)
         for section, values in flags.items():
             data[section].update(values)
-        from glotta.config import recipe_from_dict
-
         recipe = recipe_from_dict(data, "command-line flags")
+    return recipe
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Recipe, RunDir]:
+    """The recipe and run directory of a stage command; a changed recipe is saved in the run."""
     from glotta.pipeline import default_run_dir, save_recipe
 
+    recipe = _resolve_recipe(args)
     run_dir = RunDir(args.run_dir or default_run_dir(recipe))
-    if recipe_arg is not None or args.overrides or flags:
+    if getattr(args, "recipe", None) is not None or args.overrides or _flag_overrides(args):
         save_recipe(recipe, run_dir)
     return recipe, run_dir
 
@@ -128,15 +132,18 @@ def cmd_corpus(args):
 
 
 def cmd_tokenizer(args):
-    from glotta.tokenizer import run_tokenizer, train_tokenizer_on_files
+    from glotta.tokenizer.stage import run_tokenizer, train_tokenizer_on_files
 
-    recipe, run_dir = _resolve(args)
     if args.input:
         if not args.out:
             raise GlottaError("--input needs --out DIR (where to write the tokenizer)")
-        train_tokenizer_on_files(recipe.tokenizer, [Path(p) for p in args.input], args.out)
-    else:
-        run_tokenizer(recipe.tokenizer, run_dir)
+        recipe = _resolve_recipe(args)
+        train_tokenizer_on_files(
+            recipe.tokenizer, recipe.corpus, [Path(p) for p in args.input], args.out
+        )
+        return
+    recipe, run_dir = _resolve(args)
+    run_tokenizer(recipe.tokenizer, run_dir)
 
 
 def cmd_pack(args):

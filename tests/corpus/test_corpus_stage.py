@@ -11,7 +11,7 @@ from glotta.config import CorpusConfig
 from glotta.corpus import DROP_REASONS, run_corpus
 from glotta.documents import SPLITS, read_documents
 from glotta.errors import GlottaError
-from glotta.rundir import MARKER, fingerprint, is_complete
+from glotta.rundir import MARKER, is_complete, stage_fingerprint
 
 
 def write_jsonl(path, texts):
@@ -73,7 +73,7 @@ def test_stage_outputs_stats_and_marker(tmp_path, corpus_file, capsys):
     assert stats["splits"]["valid"]["documents"] > 10 and stats["splits"]["test"]["documents"] > 10
 
     # the marker is written last and matches this config
-    assert is_complete(out, fingerprint(cfg))
+    assert is_complete(out, stage_fingerprint(cfg))
     marker_time = (out / MARKER).stat().st_mtime_ns
     assert all(p.stat().st_mtime_ns <= marker_time for p in out.iterdir())
     assert json.loads((out / MARKER).read_text())["summary"]["train_documents"] > 200

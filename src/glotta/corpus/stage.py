@@ -98,6 +98,12 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
     return stats
 
 
+def clean_document(cfg: CorpusConfig, raw_text: str) -> tuple[str, str | None]:
+    """Markup conversion, cleaning and the length filter: the text and its drop reason (or None)."""
+    text = clean_text(convert_markup(raw_text, cfg.markup), cfg.normalization)
+    return text, length_drop_reason(text, cfg.min_chars, cfg.max_chars)
+
+
 def _process(cfg: CorpusConfig, documents, writers: dict[str, DocumentWriter]) -> dict:
     """The pipeline proper: markup -> clean -> length filter -> dedup -> split -> write."""
     dropped: Counter[str] = Counter()
@@ -123,8 +129,7 @@ def _process(cfg: CorpusConfig, documents, writers: dict[str, DocumentWriter]) -
             dropped[raw.skip] += 1
             continue
         bytes_in += len(raw.text.encode("utf-8"))
-        text = clean_text(convert_markup(raw.text, cfg.markup), cfg.normalization)
-        reason = length_drop_reason(text, cfg.min_chars, cfg.max_chars)
+        text, reason = clean_document(cfg, raw.text)
         if reason is None and dedup is not None and dedup.is_duplicate(text):
             reason = "duplicate"
         if reason:

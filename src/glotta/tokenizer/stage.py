@@ -11,13 +11,22 @@ folder (``tokenizer.json``, ``tokenizer_config.json``, and ``sentencepiece.model
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import shutil
 import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
-from glotta.config import TokenizerConfig
+from glotta.config import CorpusConfig, TokenizerConfig
+from glotta.corpus.dedup import assign_split
+from glotta.corpus.readers import iter_documents
+from glotta.corpus.stage import check_config as corpus_check_config
+from glotta.corpus.stage import clean_document
 from glotta.documents import read_documents
 from glotta.errors import GlottaError
 from glotta.rundir import (
@@ -61,26 +70,108 @@ def run_tokenizer(cfg: TokenizerConfig, run_dir: RunDir) -> dict[str, Any]:
     for name in OUTPUT_FILES:
         (out_dir / name).unlink(missing_ok=True)
 
-    stats = train_tokenizer(cfg, read_documents(train), out_dir)
+    def fertility_text() -> tuple[str, Iterable[str]]:
+        valid = run_dir.corpus / "valid.jsonl"
+        if valid.is_file() and valid.stat().st_size > 0:
+            return "valid", read_documents(valid)
+        return "train", itertools.islice(read_documents(train), FERTILITY_TRAIN_SAMPLE)
+
+    stats = _train_and_measure(cfg, read_documents(train), fertility_text, out_dir)
+    mark_complete(out_dir, "tokenizer", fp, _summary(stats))  # last: the stage is done
+    return stats
+
+
+def train_tokenizer_on_files(
+    cfg: TokenizerConfig, corpus_cfg: CorpusConfig, paths: list[Path], out_dir: Path
+) -> dict[str, Any]:
+    """Standalone: ``glotta tokenizer --input FILE... --out DIR``, without a run directory.
+
+    The files are read by the corpus readers (text, JSONL, Parquet, TSV, compressed; the
+    recipe's ``[corpus]`` section says how) and cleaned as the corpus stage does (markup,
+    normalization, length bounds; no dedup). Documents that the corpus split would put in
+    "valid" are held out to measure fertility, as in a run. The folder is written under a
+    temporary name and renamed when complete, so a failure leaves nothing that looks finished.
+    """
+    check_config(cfg)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not (out_dir / "tokenizer.json").is_file():
+            raise GlottaError(
+                f"{out_dir} exists and is not a tokenizer folder; choose another --out"
+            )
+    source_cfg = dataclasses.replace(corpus_cfg, inputs=[str(p) for p in paths], dedup=False)
+    corpus_check_config(source_cfg)
+    held_out: list[str] = []
+    first_train: list[str] = []  # fertility falls back to these when nothing was held out
+    skipped: Counter[str] = Counter()
+
+    def training_texts():
+        for raw in iter_documents(source_cfg):
+            if raw.skip:
+                skipped[raw.skip] += 1
+                continue
+            text, reason = clean_document(source_cfg, raw.text)
+            if reason:
+                skipped[reason] += 1
+                continue
+            split = assign_split(
+                text, source_cfg.split_salt, source_cfg.valid_fraction, source_cfg.test_fraction
+            )
+            if split == "train":
+                if len(first_train) < FERTILITY_TRAIN_SAMPLE // 10:
+                    first_train.append(text)
+                yield text
+            elif split == "valid" and len(held_out) < FERTILITY_TRAIN_SAMPLE:
+                held_out.append(text)
+
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    # training_texts() fills held_out and first_train as training consumes it.
+    stats = _train_and_measure(
+        cfg,
+        training_texts(),
+        lambda: ("valid", held_out) if held_out else ("train", first_train),
+        partial,
+    )
+    stats["skipped_documents"] = dict(skipped)
+    write_json_atomic(partial / TRAINING_STATS_FILE, stats)
+    if skipped:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in skipped.most_common())
+        print(f"tokenizer: skipped {sum(skipped.values()):,} documents: {reasons}", file=sys.stderr)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)
+    print(f"tokenizer: wrote {out_dir}", file=sys.stderr)
+    return stats
+
+
+def _train_and_measure(
+    cfg: TokenizerConfig,
+    texts: Iterable[str],
+    fertility_text: Callable[[], tuple[str, Iterable[str]]],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Train, save the folder, add fertility to stats.json and print it.
+
+    ``fertility_text()`` is called after training and names the split it returns (held-out
+    text where there is some).
+    """
+    stats = train_tokenizer(cfg, texts, out_dir)
     tokenizer = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
-    valid = run_dir.corpus / "valid.jsonl"
-    if valid.is_file() and valid.stat().st_size > 0:
-        split, texts = "valid", read_documents(valid)
-    else:
-        split = "train"
-        texts = itertools.islice(read_documents(train), FERTILITY_TRAIN_SAMPLE)
-    stats["fertility"] = {"split": split, **fertility(tokenizer, texts)}
+    fertility_split, fertility_texts = fertility_text()
+    stats["fertility"] = {"split": fertility_split, **fertility(tokenizer, fertility_texts)}
     write_json_atomic(out_dir / TRAINING_STATS_FILE, stats)
     print(format_summary(stats), file=sys.stderr)
-    summary = {
+    return stats
+
+
+def _summary(stats: dict[str, Any]) -> dict[str, Any]:
+    return {
         "kind": stats["kind"],
         "vocab_size": stats["vocab_size"],
         "eos_id": stats["eos_id"],
         "training_texts": stats["training_texts"],
         "tokens_per_character": stats["fertility"]["tokens_per_character"],
     }
-    mark_complete(out_dir, "tokenizer", fp, summary)  # last: the stage is done
-    return stats
 
 
 def format_summary(stats: dict[str, Any]) -> str:
