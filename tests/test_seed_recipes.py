@@ -113,7 +113,7 @@ def test_japanese_gpt2_small(tmp_path):
             'corpus.format="txt"',
             'corpus.txt_documents="lines"',
             'corpus.hf_dataset=""',
-            "tokenizer.vocab_size=1500",
+            "tokenizer.vocab_size=2000",
         ],
     )
     from transformers import AutoTokenizer
