@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Where the demo run writes (corpus, tokenizer, shards, checkpoints, eval, export).
 RUN_DIR ?= runs/demo
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+
+# Speed benchmarks against Hugging Face (benchmarks/README.md): the bench extras, then all three.
+# Flags pass through, e.g. make bench BENCH_ARGS=--quick, or
+# make bench BENCH_ARGS='--pack "--size-mb 1024"'.
+BENCH_ARGS ?=
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,bench]"
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -49,6 +49,17 @@ def _add_config_flags(parser: argparse.ArgumentParser, section: str) -> None:
             )
         elif typing.get_origin(kind) is list:
             (item,) = typing.get_args(kind)
+            if dataclasses.is_dataclass(item):  # tables: recipe or --set only
+                group.add_argument(
+                    flag,
+                    dest=dest,
+                    type=_no_flag,
+                    default=None,
+                    metavar="(recipe)",
+                    help=f"{help_text}; set in the recipe or with --set "
+                    f"'{section}.{f.name}=[{{...}}]'",
+                )
+                continue
             group.add_argument(
                 flag, dest=dest, nargs="*", type=item, default=None, metavar="VALUE", help=help_text
             )
@@ -61,6 +72,10 @@ def _add_config_flags(parser: argparse.ArgumentParser, section: str) -> None:
                 choices=f.metadata.get("choices"),
                 help=help_text,
             )
+
+
+def _no_flag(value: str) -> Any:
+    raise argparse.ArgumentTypeError("set this in the recipe or with --set (a list of tables)")
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

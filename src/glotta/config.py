@@ -150,6 +150,24 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class TrainPhase:
+    """A later phase of pretraining that continues from the one before (``[[train.phases]]``).
+
+    Zero (or -1 for ``warmup_steps``) keeps the value of ``[train]``. A phase gets a fresh
+    optimizer and learning-rate schedule; a ``block_size`` beyond the model's positions extends
+    the position embeddings (see :func:`glotta.models.extend_positions`).
+    """
+
+    block_size: int = opt(0, "Tokens per sequence in this phase (0 = as in [train]).")
+    max_steps: int = opt(0, "Optimizer steps of this phase (0 = derive from epochs).")
+    epochs: float = opt(0.0, "Passes over the train shard in this phase (0 = as in [train]).")
+    learning_rate: float = opt(0.0, "Peak learning rate of this phase (0 = as in [train]).")
+    warmup_steps: int = opt(-1, "Warmup steps of this phase (-1 = as in [train]).")
+    micro_batch_size: int = opt(0, "Sequences per forward pass (0 = as in [train]).")
+    global_batch_size: int = opt(0, "Sequences per optimizer step (0 = as in [train]).")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Stage 4: pretraining loop."""
 
@@ -181,13 +199,29 @@ class TrainConfig:
         ("auto", "bf16", "fp32"),
     )
     compile: bool = opt(False, "torch.compile the model (pays a warm-up; worth it on long runs).")
+    activation_checkpointing: bool = opt(
+        False, "Recompute activations in the backward pass: less memory, about 1/3 more compute."
+    )
+    parallelism: str = opt(
+        "ddp",
+        "Under torchrun: 'ddp' (a full model copy per process) or 'fsdp' (FSDP2 fully_shard: "
+        "parameters, gradients and optimizer state sharded, for models that do not fit).",
+        ("ddp", "fsdp"),
+    )
     eval_interval: int = opt(200, "Steps between validation-loss measurements (0 = only at end).")
     eval_batches: int = opt(20, "Micro-batches of the valid shard per validation.")
     checkpoint_interval: int = opt(500, "Steps between checkpoints (a final one is always saved).")
-    keep_checkpoints: int = opt(2, "Keep the newest K step checkpoints (the final one is kept).")
+    keep_checkpoints: int = opt(
+        2, "Keep the newest K checkpoints plus the one with the lowest validation loss."
+    )
     log_interval: int = opt(10, "Steps between metric log lines.")
     seed: int = opt(1337, "Seed for initialisation and data order.")
     device: str = opt("auto", "'auto' (cuda if available), 'cpu' or 'cuda'.")
+    phases: list[TrainPhase] = opt(
+        [],
+        "Later phases continuing this one, e.g. a longer context: [[train.phases]] tables with "
+        "block_size, max_steps/epochs, learning_rate, warmup_steps, micro/global batch size.",
+    )
 
 
 @dataclass(frozen=True)
@@ -254,6 +288,12 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise GlottaError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         return [_check_value(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(annotation):  # a table, e.g. one of [[train.phases]]
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise GlottaError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
+        return build_section(annotation, value, where, "")
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported annotation {annotation}")  # config fields are never unions
     if annotation is bool:
@@ -282,10 +322,11 @@ def build_section(cls: type, values: dict[str, Any], origin: str, section: str) 
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
-        where = f"{origin}: [{section}] {key}"
+        where = f"{origin}: [{section}] {key}" if section else f"{origin}.{key}"
         if key not in known:
+            name = f"{section}.{key}" if section else key
             raise GlottaError(
-                f"{origin}: unknown key '{section}.{key}' (known keys: {', '.join(sorted(known))})"
+                f"{origin}: unknown key '{name}' (known keys: {', '.join(sorted(known))})"
             )
         value = _check_value(value, hints[key], where)
         choices = known[key].metadata.get("choices")
@@ -393,9 +434,20 @@ def dump_toml(data: dict[str, Any]) -> str:
             return "[" + ", ".join(fmt(v) for v in value) + "]"
         raise TypeError(f"cannot write {value!r} to TOML")
 
+    def is_table_list(value: Any) -> bool:
+        return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
     lines = []
     for section, values in data.items():
         lines.append(f"[{section}]")
-        lines.extend(f"{key} = {fmt(value)}" for key, value in values.items())
+        lines.extend(
+            f"{key} = {fmt(value)}" for key, value in values.items() if not is_table_list(value)
+        )
         lines.append("")
+        for key, value in values.items():
+            if is_table_list(value):  # arrays of tables come after the section's own keys
+                for table in value:
+                    lines.append(f"[[{section}.{key}]]")
+                    lines.extend(f"{k} = {fmt(v)}" for k, v in table.items())
+                    lines.append("")
     return "\n".join(lines)

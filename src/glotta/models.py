@@ -76,6 +76,29 @@ def build_causal_lm(
     return GPT2LMHeadModel(gpt2_config(cfg, vocab_size, block_size, eos_id))
 
 
+def extend_positions(model: PreTrainedModel, n_positions: int) -> bool:
+    """Grow GPT-2's learned position embeddings to ``n_positions``; True if they grew.
+
+    The new rows repeat the trained ones (row i takes row i mod old), as suggested for
+    fairseq's learned positions (fairseq #1685): every new position starts from a position
+    embedding the model already knows instead of noise, and training at the longer context
+    adapts them. ``config.n_positions`` is updated so the exported folder says the new size.
+    """
+    wpe = model.transformer.wpe  # GPT-2 (glotta's causal LM)
+    current = wpe.num_embeddings
+    if n_positions <= current:
+        return False
+    with torch.no_grad():
+        rows = torch.arange(n_positions, device=wpe.weight.device) % current
+        grown = torch.nn.Embedding(
+            n_positions, wpe.embedding_dim, device=wpe.weight.device, dtype=wpe.weight.dtype
+        )
+        grown.weight.copy_(wpe.weight[rows])
+    model.transformer.wpe = grown
+    model.config.n_positions = n_positions
+    return True
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     """Unique parameters (tied input/output embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import shutil
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from glotta.config import ModelConfig, TrainConfig
 from glotta.errors import GlottaError
-from glotta.models import build_causal_lm, count_parameters
+from glotta.models import build_causal_lm, count_parameters, extend_positions
 from glotta.rundir import RunDir, begin_stage, is_complete, mark_complete, stage_fingerprint
 from glotta.train import checkpoint
 from glotta.train.data import BlockDataset, DataPosition, EpochSampler, rank_slice
@@ -136,6 +137,24 @@ def read_shard_meta(run_dir: RunDir) -> dict:
     return json.loads((run_dir.shards / "meta.json").read_text())
 
 
+def training_phases(cfg: TrainConfig) -> list[TrainConfig]:
+    """``[train]`` is the first phase; each ``[[train.phases]]`` entry continues from the last."""
+    phases = [dataclasses.replace(cfg, phases=[])]
+    for phase in cfg.phases:
+        previous = phases[-1]
+        changes: dict = {}
+        for name in ("block_size", "learning_rate", "micro_batch_size", "global_batch_size"):
+            if getattr(phase, name):
+                changes[name] = getattr(phase, name)
+        if phase.warmup_steps >= 0:
+            changes["warmup_steps"] = phase.warmup_steps
+        if phase.max_steps or phase.epochs:  # a phase says its own length, or repeats the last
+            changes["max_steps"] = phase.max_steps
+            changes["epochs"] = phase.epochs or 1.0
+        phases.append(dataclasses.replace(previous, **changes))
+    return phases
+
+
 def run_train(
     cfg: TrainConfig, model_cfg: ModelConfig, run_dir: RunDir, resume: str = "auto"
 ) -> dict:
@@ -148,166 +167,269 @@ def run_train(
         teardown()
 
 
+@dataclasses.dataclass
+class RunProgress:
+    """What the whole run has done so far; saved in every checkpoint's trainer_state.json."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed_before: float = 0.0  # seconds spent by earlier (interrupted) processes
+    last_loss: float = float("nan")
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+
+
 def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) -> dict:
     fingerprint = stage_fingerprint(TrainStage(cfg, model_cfg), run_dir.shards)
     if ctx.is_main:
         begin_stage(run_dir.train)
     torch.manual_seed(cfg.seed)
+    phases = training_phases(cfg)
+    if ctx.enabled and cfg.parallelism == "fsdp":
+        if cfg.compile:
+            raise GlottaError("train.compile with train.parallelism = 'fsdp' is not supported yet")
+        if len({p.block_size for p in phases}) > 1:
+            raise GlottaError(
+                "train.phases with a new block_size need train.parallelism = 'ddp' for now "
+                "(sharded position embeddings cannot be extended in place)"
+            )
+    train_path = run_dir.shards / "train.bin"
+    plans = []
+    for phase in phases:
+        num_blocks = BlockDataset(train_path, phase.block_size).num_blocks
+        if num_blocks < 1:
+            raise GlottaError(
+                f"{train_path} holds fewer than block_size+1 = {phase.block_size + 1} tokens; "
+                "lower train.block_size or add text"
+            )
+        plans.append(plan_steps(phase, ctx.world_size, num_blocks))
+    phase_ends = list(itertools.accumulate(plan.total_steps for plan in plans))
 
-    train_data = BlockDataset(run_dir.shards / "train.bin", cfg.block_size)
-    valid_data = BlockDataset(run_dir.shards / "valid.bin", cfg.block_size)
-    if train_data.num_blocks < 1:
-        raise GlottaError(
-            f"{run_dir.shards / 'train.bin'} holds fewer than block_size+1 = {cfg.block_size + 1} "
-            "tokens; lower train.block_size or add text"
-        )
-    plan = plan_steps(cfg, ctx.world_size, train_data.num_blocks)
-
-    model = build_causal_lm(model_cfg, meta["vocab_size"], cfg.block_size, meta["eos_id"])
-    model.to(ctx.device)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, plan.total_steps, cfg)
-
-    step, tokens_seen, elapsed_before = 0, 0, 0.0
-    position = DataPosition()
+    model = build_causal_lm(model_cfg, meta["vocab_size"], phases[0].block_size, meta["eos_id"])
+    run = RunProgress()
     resume_from = checkpoint.find_resume_checkpoint(run_dir.checkpoints)
     if resume == "always" and resume_from is None:
         raise GlottaError(f"--resume: no checkpoint in {run_dir.checkpoints}")
-    if resume == "never" and ctx.is_main:
-        shutil.rmtree(run_dir.checkpoints, ignore_errors=True)  # a fresh start forgets old runs
-        resume_from = None
-    if resume != "never" and resume_from is not None:
-        state = checkpoint.load_checkpoint(resume_from, model, optimizer, scheduler)
-        step, tokens_seen = state["step"], state["tokens_seen"]
-        elapsed_before = state["elapsed_seconds"]
-        position = DataPosition(**state["data_position"])
+    if resume == "never":
         if ctx.is_main:
-            print(f"glotta: resuming from {resume_from} (step {step})", flush=True)
-    sampler = EpochSampler(train_data.num_blocks, cfg.seed, position)
-
-    amp = autocast_dtype(cfg, ctx.device)
-    forward_model: torch.nn.Module = model
-    if cfg.compile:
-        forward_model = torch.compile(forward_model)
-    if ctx.enabled:
-        device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
-        forward_model = torch.nn.parallel.DistributedDataParallel(
-            forward_model, device_ids=device_ids
+            shutil.rmtree(run_dir.checkpoints, ignore_errors=True)  # a fresh start forgets
+        barrier(ctx)
+        resume_from = None
+    resume_state = None
+    if resume_from is not None:
+        resume_state = checkpoint.read_trainer_state(resume_from)
+        run = RunProgress(
+            step=resume_state["step"],
+            tokens_seen=resume_state["tokens_seen"],
+            elapsed_before=resume_state["elapsed_seconds"],
+            last_loss=resume_state["last_train_loss"],
+            val_loss=resume_state["val_loss"],
+            best_val_loss=resume_state.get("best_val_loss"),
         )
+        phase = resume_state.get("phase", 0)
+        extend_positions(model, max(p.block_size for p in phases[: phase + 1]))
+        checkpoint.load_weights(resume_from, model)
+        checkpoint.restore_rng(resume_from)
+        if ctx.is_main:
+            print(f"glotta: resuming from {resume_from} (step {run.step})", flush=True)
+    if cfg.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(ctx.device)
 
-    if ctx.is_main:
-        _log_plan(cfg, plan, model, amp, ctx)
-        _write_train_config(run_dir, cfg, model_cfg, plan, model, ctx)
-    metrics = MetricsLog(run_dir.train, enabled=ctx.is_main, resume_step=step)
-    tokens_per_step = plan.global_batch * cfg.block_size
+    metrics = MetricsLog(run_dir.train, enabled=ctx.is_main, resume_step=run.step)
     progress = tqdm(
-        total=plan.total_steps,
-        initial=step,
+        total=phase_ends[-1],
+        initial=run.step,
         desc="train",
         unit="step",
         disable=not ctx.is_main,
         dynamic_ncols=True,
     )
-    start = time.perf_counter()
-    window_start, window_tokens = start, 0
-    last_loss = float("nan")
-    val_loss = None
-
-    def trainer_state() -> dict:
-        return {
-            "step": step,
-            "tokens_seen": tokens_seen,
-            "elapsed_seconds": elapsed_before + time.perf_counter() - start,
-            "data_position": sampler.position.state_dict(),
-            "global_batch": plan.global_batch,
-            "world_size": ctx.world_size,
-            "fingerprint": fingerprint,
-            "last_train_loss": last_loss,
-            "val_loss": val_loss,
-        }
-
-    def save() -> None:
-        if ctx.is_main:
-            checkpoint.save_checkpoint(
-                run_dir.checkpoints,
-                step,
-                model,
-                optimizer,
-                scheduler,
-                trainer_state(),
-                cfg.keep_checkpoints,
-            )
-        barrier(ctx)
-
-    forward_model.train()
-    with StopRequest() as stop:
-        while step < plan.total_steps:
-            indices = rank_slice(sampler.take(plan.global_batch), ctx.rank, ctx.world_size)
-            loss_sum = 0.0
-            for micro in range(plan.accumulation):
-                batch = indices[micro * plan.micro_batch_size : (micro + 1) * plan.micro_batch_size]
-                inputs, targets = batch_to(train_data.batch(batch), ctx.device)
-                last_micro = micro == plan.accumulation - 1
-                sync = (
-                    contextlib.nullcontext()
-                    if (last_micro or not ctx.enabled)
-                    else forward_model.no_sync()
+    try:
+        with StopRequest() as stop:
+            for index, (phase, plan) in enumerate(zip(phases, plans, strict=True)):
+                if run.step >= phase_ends[index]:
+                    continue  # finished before the resume
+                if extend_positions(model, phase.block_size) and ctx.is_main:
+                    print(f"glotta: phase {index + 1}: positions extended to {phase.block_size}")
+                continuing = (
+                    resume_state if resume_state and resume_state.get("phase", 0) == index else None
                 )
-                with sync:
-                    with _autocast(ctx.device, amp):
-                        loss = token_loss_sum(forward_model, inputs, targets)
-                    # DDP averages gradients over processes; scaling by world size turns that
-                    # average into the sum, so the gradient is d(total loss)/d(w) / step tokens.
-                    (loss * ctx.world_size / (tokens_per_step)).backward()
-                loss_sum += loss.item()
-            grad_norm = 0.0
-            if cfg.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += tokens_per_step
-            window_tokens += tokens_per_step
-            (total_loss,) = all_reduce_sum([loss_sum], ctx)
-            last_loss = total_loss / tokens_per_step
-
-            if step % cfg.log_interval == 0 or step == plan.total_steps:
-                now = time.perf_counter()
-                rate = window_tokens / max(now - window_start, 1e-9)
-                window_start, window_tokens = now, 0
-                metrics.write(
-                    step,
-                    loss=last_loss,
-                    lr=scheduler.get_last_lr()[0],
-                    grad_norm=grad_norm,
-                    tokens_seen=tokens_seen,
-                    tokens_per_second=rate,
-                )
-                progress.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{rate:,.0f}")
-            progress.update(1)
-            if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == plan.total_steps:
-                if valid_data.num_blocks:
-                    val_loss = validation_loss(forward_model, valid_data, cfg, ctx, amp)
-                    metrics.write(step, val_loss=val_loss, tokens_seen=tokens_seen)
-            if step == plan.total_steps or step % cfg.checkpoint_interval == 0 or stop.requested:
-                save()
-            if stop.requested:
-                progress.close()
-                metrics.close()
-                raise GlottaError(
-                    f"stopped by signal at step {step}; checkpoint saved, continue with --resume"
-                )
-    progress.close()
-    metrics.close()
-    summary = trainer_state()
+                model = _train_phase(
+                    phase, plan, index, phase_ends[index] - plan.total_steps, model, run,
+                    continuing and resume_from, run_dir, fingerprint, ctx, metrics, progress, stop,
+                )  # fmt: skip
+                resume_state = None
+                if ctx.is_main:
+                    _write_train_config(run_dir, cfg, model_cfg, plans, model, ctx)
+    finally:
+        progress.close()
+        metrics.close()
+    summary = _trainer_state(run, len(phases) - 1, None, plans[-1], ctx, fingerprint, 0.0)
     summary["parameters"] = count_parameters(model)
-    summary["total_steps"] = plan.total_steps
+    summary["total_steps"] = phase_ends[-1]
     if ctx.is_main:
         (run_dir.train / "summary.json").write_text(json.dumps(summary, indent=2))
         mark_complete(run_dir.train, "train", fingerprint, summary)
     barrier(ctx)
     return summary
+
+
+def _train_phase(
+    cfg: TrainConfig,
+    plan: StepPlan,
+    phase_index: int,
+    first_step: int,
+    model: torch.nn.Module,
+    run: RunProgress,
+    resume_from: Path | None,
+    run_dir: RunDir,
+    fingerprint: str,
+    ctx: Dist,
+    metrics: MetricsLog,
+    progress: tqdm,
+    stop: StopRequest,
+) -> torch.nn.Module:
+    """Run one phase from ``run.step`` to its last step; returns the (possibly sharded) model."""
+    train_data = BlockDataset(run_dir.shards / "train.bin", cfg.block_size)
+    valid_data = BlockDataset(run_dir.shards / "valid.bin", cfg.block_size)
+    sharded = ctx.enabled and cfg.parallelism == "fsdp"
+    if sharded:
+        model = shard_model(model)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, plan.total_steps, cfg)
+    position = DataPosition()
+    if resume_from is not None:
+        checkpoint.load_training_state(resume_from, model, optimizer, scheduler, sharded)
+        position = DataPosition(**checkpoint.read_trainer_state(resume_from)["data_position"])
+    sampler = EpochSampler(train_data.num_blocks, cfg.seed + phase_index, position)
+
+    amp = autocast_dtype(cfg, ctx.device)
+    forward_model: torch.nn.Module = model
+    if cfg.compile:
+        forward_model = torch.compile(forward_model)
+    if ctx.enabled and not sharded:
+        device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
+        forward_model = torch.nn.parallel.DistributedDataParallel(
+            forward_model, device_ids=device_ids
+        )
+    if ctx.is_main:
+        _log_plan(cfg, plan, phase_index, model, amp, ctx)
+
+    tokens_per_step = plan.global_batch * cfg.block_size
+    last_step = first_step + plan.total_steps
+    start = time.perf_counter()
+    window_start, window_tokens = start, 0
+
+    def save(is_best: bool) -> None:
+        state = _trainer_state(
+            run, phase_index, sampler.position, plan, ctx, fingerprint, time.perf_counter() - start
+        )
+        checkpoint.save_checkpoint(
+            run_dir.checkpoints, run.step, model, optimizer, scheduler, state,
+            cfg.keep_checkpoints, is_best=is_best, sharded=sharded, is_main=ctx.is_main,
+        )  # fmt: skip
+        barrier(ctx)
+
+    forward_model.train()
+    while run.step < last_step:
+        indices = rank_slice(sampler.take(plan.global_batch), ctx.rank, ctx.world_size)
+        loss_sum = 0.0
+        for micro in range(plan.accumulation):
+            batch = indices[micro * plan.micro_batch_size : (micro + 1) * plan.micro_batch_size]
+            inputs, targets = batch_to(train_data.batch(batch), ctx.device)
+            # DDP: synchronise gradients only on the last micro-batch of the step. FSDP2
+            # reduce-scatters every micro-batch (its no-sync mode keeps full gradients).
+            defer_sync = ctx.enabled and not sharded and micro < plan.accumulation - 1
+            with forward_model.no_sync() if defer_sync else contextlib.nullcontext():
+                with _autocast(ctx.device, amp):
+                    loss = token_loss_sum(forward_model, inputs, targets)
+                # DDP and FSDP average gradients over processes; scaling by world size turns
+                # that average into the sum, so the gradient is d(total loss)/d(w) / step tokens.
+                (loss * ctx.world_size / tokens_per_step).backward()
+            loss_sum += loss.item()
+        grad_norm = 0.0
+        if cfg.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        run.step += 1
+        run.tokens_seen += tokens_per_step
+        window_tokens += tokens_per_step
+        # One collective per step: the loss, and whether any process was asked to stop (all
+        # must stop at the same step, or the others would wait forever in the next one).
+        total_loss, stop_votes = all_reduce_sum([loss_sum, float(stop.requested)], ctx)
+        run.last_loss = total_loss / tokens_per_step
+
+        if run.step % cfg.log_interval == 0 or run.step == last_step:
+            now = time.perf_counter()
+            rate = window_tokens / max(now - window_start, 1e-9)
+            window_start, window_tokens = now, 0
+            metrics.write(
+                run.step,
+                loss=run.last_loss,
+                lr=scheduler.get_last_lr()[0],
+                grad_norm=grad_norm,
+                tokens_seen=run.tokens_seen,
+                tokens_per_second=rate,
+            )
+            progress.set_postfix(loss=f"{run.last_loss:.3f}", tok_s=f"{rate:,.0f}")
+        progress.update(1)
+        checkpoint_now = (
+            run.step == last_step or run.step % cfg.checkpoint_interval == 0 or stop_votes > 0
+        )
+        evaluate_now = (cfg.eval_interval and run.step % cfg.eval_interval == 0) or checkpoint_now
+        is_best = False
+        if evaluate_now and valid_data.num_blocks:
+            # Validation also runs at every checkpoint, so the best checkpoint is known.
+            run.val_loss = validation_loss(forward_model, valid_data, cfg, ctx, amp)
+            metrics.write(run.step, val_loss=run.val_loss, tokens_seen=run.tokens_seen)
+            is_best = run.best_val_loss is None or run.val_loss < run.best_val_loss
+            if is_best and checkpoint_now:
+                run.best_val_loss = run.val_loss
+        if checkpoint_now:
+            save(is_best)
+        if stop_votes > 0:
+            raise GlottaError(
+                f"stopped by signal at step {run.step}; checkpoint saved, continue with --resume"
+            )
+    run.elapsed_before += time.perf_counter() - start
+    return model
+
+
+def _trainer_state(
+    run: RunProgress,
+    phase: int,
+    position: DataPosition | None,
+    plan: StepPlan,
+    ctx: Dist,
+    fingerprint: str,
+    phase_seconds: float,
+) -> dict:
+    return {
+        "step": run.step,
+        "phase": phase,
+        "tokens_seen": run.tokens_seen,
+        "elapsed_seconds": run.elapsed_before + phase_seconds,
+        "data_position": position.state_dict() if position else None,
+        "global_batch": plan.global_batch,
+        "world_size": ctx.world_size,
+        "fingerprint": fingerprint,
+        "last_train_loss": run.last_loss,
+        "val_loss": run.val_loss,
+        "best_val_loss": run.best_val_loss,
+    }
+
+
+def shard_model(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2: shard each transformer block, then the rest (embeddings, final norm, head)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.transformer.h:
+        fully_shard(block)
+    fully_shard(model)
+    return model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -369,23 +491,27 @@ class MetricsLog:
             self._tensorboard.close()
 
 
-def _log_plan(cfg: TrainConfig, plan: StepPlan, model, amp, ctx: Dist) -> None:
+def _log_plan(cfg: TrainConfig, plan: StepPlan, phase: int, model, amp, ctx: Dist) -> None:
     print(
-        f"glotta: {count_parameters(model) / 1e6:.2f}M parameters on {ctx.world_size} x "
+        f"glotta: phase {phase + 1}: {count_parameters(model) / 1e6:.2f}M parameters on "
+        f"{ctx.world_size} x "
         f"{ctx.device.type}; global batch {plan.global_batch} sequences = "
         f"{plan.micro_batch_size} micro x {plan.accumulation} accumulation x "
         f"{plan.world_size} processes, {cfg.block_size} tokens each; {plan.total_steps} steps; "
-        f"precision {'bf16 autocast' if amp else 'fp32'}{'; compiled' if cfg.compile else ''}",
+        f"precision {'bf16 autocast' if amp else 'fp32'}{'; compiled' if cfg.compile else ''}"
+        f"{'; activation checkpointing' if cfg.activation_checkpointing else ''}"
+        f"{'; FSDP' if ctx.enabled and cfg.parallelism == 'fsdp' else ''}",
         flush=True,
     )
 
 
-def _write_train_config(run_dir: RunDir, cfg, model_cfg, plan: StepPlan, model, ctx: Dist) -> None:
+def _write_train_config(run_dir: RunDir, cfg, model_cfg, plans: list, model, ctx: Dist) -> None:
     info = {
         "train": dataclasses.asdict(cfg),
         "model": dataclasses.asdict(model_cfg),
         "model_config": model.config.to_dict(),
-        "plan": dataclasses.asdict(plan),
+        "plan": dataclasses.asdict(plans[0]),
+        "phases": [dataclasses.asdict(plan) for plan in plans],
         "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
     }
     (run_dir.train / "train_config.json").write_text(json.dumps(info, indent=2, default=str))

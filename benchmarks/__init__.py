@@ -1,0 +1,1 @@
+"""Speed benchmarks of glotta against Hugging Face tooling (GitHub issue 3); see README.md."""

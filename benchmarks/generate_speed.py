@@ -1,0 +1,327 @@
+"""Generation speed: glotta's sampling loop against HF ``model.generate``, same model and settings.
+
+    python -m benchmarks.generate_speed                          # sampling, 128 new tokens, batch 1
+    python -m benchmarks.generate_speed --greedy --repeats 1     # greedy (outputs must match)
+
+The model is the benchmark GPT-2 (6 layers, 384 wide, block 256) with the 32k tokenizer that
+train_speed prepares: random weights by default (speed does not depend on the weights except
+through early end-of-text, which both sides ignore here), or --model-dir for a trained HF folder.
+
+Both sides get the same prompt ids (end-of-text + prompt, as ``glotta generate`` builds them),
+the same temperature / top-k / top-p / repetition penalty, exactly --max-new-tokens new tokens
+(end-of-text does not stop either side), batch 1, in one process with the same threads. Runs
+alternate glotta, HF, glotta, HF ... after one short warm-up each; the median counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    CACHE_DIR,
+    emit_json_line,
+    format_table,
+    hardware_info,
+    hardware_slug,
+    log,
+    prepare_packed_data,
+    ratio,
+    results_path,
+    today,
+    write_results,
+)
+
+GOAL_SPEEDUP = 3.0
+
+
+@dataclass
+class Settings:
+    max_new_tokens: int = 128
+    repeats: int = 3
+    greedy: bool = False
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+    prompt: str = "Он долго бродил по"
+    seed: int = 0
+    n_layer: int = 6
+    n_embd: int = 384
+    n_head: int = 6
+    block_size: int = 256
+    vocab_size: int = 32000
+    model_dir: str = ""
+    data_dir: str = str(CACHE_DIR / "train-data")
+    results_dir: str = ""
+
+
+def load_model(s: Settings, vocab_size: int, eos_id: int):
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from glotta.config import ModelConfig
+    from glotta.models import gpt2_config, load_causal_lm
+
+    if s.model_dir:
+        return load_causal_lm(s.model_dir, "cpu"), f"trained: {s.model_dir}"
+    torch.manual_seed(s.seed)
+    cfg = ModelConfig(
+        preset="custom",
+        n_layer=s.n_layer,
+        n_embd=s.n_embd,
+        n_head=s.n_head,
+        n_positions=s.block_size,
+    )
+    model = GPT2LMHeadModel(gpt2_config(cfg, vocab_size, s.block_size, eos_id)).eval()
+    return model, "random init"
+
+
+def run_generate_speed(s: Settings) -> dict[str, Any]:
+    """Entry point: time both generators, print a table and the JSON line."""
+    import torch
+
+    from glotta.config import GenerateConfig
+    from glotta.generate import generate_ids
+    from glotta.models import load_tokenizer
+
+    meta = prepare_packed_data(Path(s.data_dir), s.vocab_size)
+    tokenizer = load_tokenizer(Path(s.data_dir) / "tokenizer")
+    eos_id = meta["eos_id"]
+    model, weights = load_model(s, meta["vocab_size"], eos_id)
+    # Neither side stops at end-of-text: both produce exactly max_new_tokens tokens.
+    model.generation_config.eos_token_id = None
+    prompt_ids = [eos_id, *tokenizer.encode(s.prompt, add_special_tokens=False).ids]
+    temperature = 0.0 if s.greedy else s.temperature
+    cfg = GenerateConfig(
+        prompt=s.prompt,
+        max_new_tokens=s.max_new_tokens,
+        temperature=temperature,
+        top_k=s.top_k,
+        top_p=s.top_p,
+        repetition_penalty=s.repetition_penalty,
+        seed=s.seed,
+    )
+    hf_kwargs: dict[str, Any] = {
+        "max_new_tokens": s.max_new_tokens,
+        "repetition_penalty": s.repetition_penalty,
+        "pad_token_id": eos_id,
+        "eos_token_id": None,
+    }
+    if s.greedy:
+        hf_kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+    else:
+        hf_kwargs.update(do_sample=True, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+    input_ids = torch.tensor([prompt_ids])
+
+    def run_glotta(new_tokens: int) -> tuple[float, list[int]]:
+        start = time.perf_counter()
+        ids = list(
+            generate_ids(
+                model, prompt_ids, dataclasses.replace(cfg, max_new_tokens=new_tokens), None
+            )
+        )
+        return time.perf_counter() - start, ids
+
+    def run_hf(new_tokens: int) -> tuple[float, list[int]]:
+        torch.manual_seed(s.seed)
+        start = time.perf_counter()
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            **{**hf_kwargs, "max_new_tokens": new_tokens},
+        )
+        return time.perf_counter() - start, out[0, len(prompt_ids) :].tolist()
+
+    log("warm-up")
+    run_glotta(8)
+    run_hf(8)
+    timings: dict[str, list[dict[str, float]]] = {"glotta": [], "hf": []}
+    outputs: dict[str, list[int]] = {}
+    for repeat in range(s.repeats):
+        for name, fn in (("glotta", run_glotta), ("hf", run_hf)):
+            seconds, ids = fn(s.max_new_tokens)
+            outputs[name] = ids
+            timings[name].append({"seconds": round(seconds, 4), "tokens": len(ids)})
+            log(f"{name} repeat {repeat + 1}: {len(ids)} tokens in {seconds:.2f}s")
+
+    def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
+        rates = [r["tokens"] / r["seconds"] for r in runs]
+        return {
+            "tokens_per_second": round(statistics.median(rates), 1),
+            "tokens_per_second_all": [round(x, 1) for x in rates],
+            "new_tokens": runs[-1]["tokens"],
+            "ms_per_token": round(1000 / statistics.median(rates), 2),
+        }
+
+    glotta, hf = summary(timings["glotta"]), summary(timings["hf"])
+    speedup = ratio(glotta["tokens_per_second"], hf["tokens_per_second"])
+    hardware = hardware_info()
+    record = {
+        "bench": "generate_speed",
+        "date": today(),
+        "hardware": hardware,
+        "model": {
+            "arch": "gpt2",
+            "n_layer": model.config.n_layer,
+            "n_embd": model.config.n_embd,
+            "n_head": model.config.n_head,
+            "n_positions": model.config.n_positions,
+            "vocab_size": model.config.vocab_size,
+            "weights": weights,
+        },
+        "settings": {**dataclasses.asdict(s), "prompt_tokens": len(prompt_ids), "batch": 1},
+        "glotta": {**glotta, "api": "glotta.generate.generate_ids"},
+        "hf": {**hf, "api": "transformers GenerationMixin.generate"},
+        "ratio": speedup,
+        "same_tokens": outputs["glotta"] == outputs["hf"] if s.greedy else None,
+        "goals": {
+            "speedup": {
+                "value": speedup,
+                "target": GOAL_SPEEDUP,
+                "met": (speedup or 0) >= GOAL_SPEEDUP,
+            }
+        },
+    }
+    mode = "greedy" if s.greedy else (f"sampling T={s.temperature} top_k={s.top_k} top_p={s.top_p}")
+    print(
+        f"GPT-2 {model.config.n_layer}x{model.config.n_embd} ({weights}), vocab "
+        f"{model.config.vocab_size:,}; batch 1, {len(prompt_ids)} prompt + {s.max_new_tokens} new "
+        f"tokens, {mode}, repetition penalty {s.repetition_penalty}; median of {s.repeats}"
+    )
+    rows = [
+        {
+            "side": n,
+            "tok_s": f"{r['tokens_per_second']:,.1f}",
+            "ms": f"{r['ms_per_token']:.1f}",
+            "all": ", ".join(f"{x:.1f}" for x in r["tokens_per_second_all"]),
+        }
+        for n, r in (("glotta generate_ids", glotta), ("HF generate", hf))
+    ]
+    print(
+        format_table(
+            rows,
+            [("side", "side"), ("tok_s", "tokens/s"), ("ms", "ms/token"), ("all", "each repeat")],
+        )
+    )
+    print(
+        f"glotta / HF: {speedup}x" + (f"; same tokens: {record['same_tokens']}" if s.greedy else "")
+    )
+    model_slug = f"gpt2-{model.config.n_layer}l{model.config.n_embd}-v{model.config.vocab_size}"
+    path = results_path(
+        "generate_speed",
+        model_slug,
+        hardware_slug(hardware),
+        Path(s.results_dir) if s.results_dir else None,
+    )
+    write_results(path, {**record, "timings": timings})
+    print(f"results: {path}")
+    emit_json_line(record)
+    return record
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    d = Settings()
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.generate_speed",
+        description="Tokens/s of glotta's generation loop vs transformers generate at batch 1; "
+        "ends with one JSON line.",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=d.max_new_tokens,
+        help=f"New tokens per generation (default: {d.max_new_tokens}).",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=d.repeats,
+        help=f"Timed generations per side; the median counts (default: {d.repeats}).",
+    )
+    p.add_argument(
+        "--greedy",
+        action="store_true",
+        help="Greedy decoding for both (then the outputs must be identical).",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=d.temperature,
+        help=f"Sampling temperature (default: {d.temperature}).",
+    )
+    p.add_argument("--top-k", type=int, default=d.top_k, help=f"Top-k (default: {d.top_k}).")
+    p.add_argument("--top-p", type=float, default=d.top_p, help=f"Top-p (default: {d.top_p}).")
+    p.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=d.repetition_penalty,
+        help=f"Repetition penalty (default: {d.repetition_penalty}).",
+    )
+    p.add_argument("--prompt", default=d.prompt, help=f"Prompt text (default: {d.prompt!r}).")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help=f"Model init and sampling seed (default: {d.seed}).",
+    )
+    p.add_argument(
+        "--n-layer",
+        type=int,
+        default=d.n_layer,
+        help=f"Transformer blocks of the random model (default: {d.n_layer}).",
+    )
+    p.add_argument(
+        "--n-embd",
+        type=int,
+        default=d.n_embd,
+        help=f"Width of the random model (default: {d.n_embd}).",
+    )
+    p.add_argument(
+        "--n-head",
+        type=int,
+        default=d.n_head,
+        help=f"Heads of the random model (default: {d.n_head}).",
+    )
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=d.block_size,
+        help=f"Positions of the random model (default: {d.block_size}).",
+    )
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=d.vocab_size,
+        help=f"BPE vocabulary of the prepared tokenizer (default: {d.vocab_size}).",
+    )
+    p.add_argument(
+        "--model-dir",
+        default="",
+        help="A trained HF model folder instead of random weights (its vocabulary must match the tokenizer).",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=d.data_dir,
+        help=f"Prepared run directory with the tokenizer (default: {d.data_dir}).",
+    )
+    p.add_argument(
+        "--results-dir",
+        default="",
+        help="Where the results file goes (default: benchmarks/results).",
+    )
+    a = p.parse_args(argv)
+    return Settings(**{f.name: getattr(a, f.name) for f in dataclasses.fields(Settings)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_generate_speed(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

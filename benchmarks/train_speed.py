@@ -1,0 +1,783 @@
+"""Training speed: glotta's loop against Hugging Face ``Trainer`` on the same GPT-2 and data.
+
+    python -m benchmarks.train_speed                      # full measurement (see README.md)
+    python -m benchmarks.train_speed --steps 4 --warmup 1 --no-compile   # smoke run
+
+Prepares the data once (the demo recipe's real Russian text through glotta corpus -> tokenizer
+-> pack with a 32k BPE, cached in runs/bench/train-data), measures the machine's matmul peak
+(bf16 and fp32), then trains the same GPT-2 (6 layers, 384 wide, 6 heads, block 256) in a fresh
+subprocess per run:
+
+    glotta-best   glotta, train.precision = --glotta-precision (default 'auto'), compiled
+    glotta-fp32   glotta, fp32, eager
+    hf-default    transformers Trainer, TrainingArguments defaults (fp32, eager)
+    hf-best       transformers Trainer, bf16=True, torch_compile=True
+    (optional)    glotta-bf16, hf-fp32-compile: see --runs
+
+Each run reports steady-state tokens/s (after --warmup steps), warm-up time (the first steps'
+time beyond steady-state pace: compilation, allocator warm-up) and data-loader stall time (time
+the training loop waited for a batch). Prints a table and ratios, ends with one JSON line and
+writes the full record to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    CACHE_DIR,
+    REPO_ROOT,
+    emit_json_line,
+    format_table,
+    hardware_info,
+    hardware_slug,
+    log,
+    matmul_peak,
+    prepare_packed_data,
+    ratio,
+    results_path,
+    today,
+    write_results,
+)
+
+DEFAULT_RUNS = ["glotta-best", "glotta-fp32", "hf-default", "hf-best"]
+ALL_RUNS = [*DEFAULT_RUNS, "glotta-bf16", "hf-fp32-compile"]
+# Goals from issue 3, on the 2-core CPU.
+GOAL_VS_HF_DEFAULT = 3.5
+GOAL_VS_HF_BEST = 1.2
+GOAL_MFU = 0.5
+
+
+@dataclass
+class Settings:
+    """Everything a run depends on; the parent hands it to each worker as JSON."""
+
+    steps: int = 30
+    warmup: int = 5
+    micro_batch: int = 8
+    block_size: int = 256
+    n_layer: int = 6
+    n_embd: int = 384
+    n_head: int = 6
+    vocab_size: int = 32000
+    runs: list[str] = field(default_factory=lambda: list(DEFAULT_RUNS))
+    compile: bool = True
+    glotta_precision: str = "auto"
+    seed: int = 1337
+    data_dir: str = str(CACHE_DIR / "train-data")
+    results_dir: str = ""
+    peak_sizes: list[int] = field(default_factory=lambda: [512, 1024, 2048])
+    peak_seconds: float = 1.0
+    max_seconds_per_run: float = 900.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    engine: str  # 'glotta' or 'hf'
+    precision: str  # 'fp32', 'bf16', or glotta's 'auto'
+    compile: bool
+
+
+def variants(s: Settings) -> dict[str, Variant]:
+    return {
+        "glotta-best": Variant("glotta", s.glotta_precision, s.compile),
+        "glotta-fp32": Variant("glotta", "fp32", False),
+        "glotta-bf16": Variant("glotta", "bf16", s.compile),
+        "hf-default": Variant("hf", "fp32", False),
+        "hf-best": Variant("hf", "bf16", s.compile),
+        "hf-fp32-compile": Variant("hf", "fp32", s.compile),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Model size and FLOPs
+
+
+def model_facts(s: Settings, vocab_size: int, eos_id: int) -> dict[str, Any]:
+    """Parameter counts of the benchmark GPT-2 (built on the meta device: no memory, no time)."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from glotta.models import gpt2_config
+
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(
+            gpt2_config(glotta_model_config(s), vocab_size, s.block_size, eos_id)
+        )
+    unique = {id(p): p for p in model.parameters()}.values()
+    total = sum(p.numel() for p in unique)
+    embedding = model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
+    non_embedding = total - embedding
+    # Training FLOPs per token (forward + backward = 3 x forward, 2 FLOPs per multiply-add):
+    # 6 x non-embedding parameters, 6 x vocab x width for the (tied) LM head, and
+    # 12 x layers x context x width for the attention scores and weighted sum (PaLM, app. B).
+    flops_per_token = (
+        6 * non_embedding + 6 * vocab_size * s.n_embd + 12 * s.n_layer * s.block_size * s.n_embd
+    )
+    return {
+        "arch": "gpt2",
+        "n_layer": s.n_layer,
+        "n_embd": s.n_embd,
+        "n_head": s.n_head,
+        "n_positions": s.block_size,
+        "vocab_size": vocab_size,
+        "parameters": total,
+        "non_embedding_parameters": non_embedding,
+        "flops_per_token": flops_per_token,
+        "flops_formula": "6*N_non_embedding + 6*vocab*width + 12*n_layer*block*width",
+    }
+
+
+def glotta_model_config(s: Settings):
+    from glotta.config import ModelConfig
+
+    return ModelConfig(
+        preset="custom",
+        n_layer=s.n_layer,
+        n_embd=s.n_embd,
+        n_head=s.n_head,
+        n_positions=s.block_size,
+        dropout=0.0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers (one fresh process per run)
+
+
+class BatchTimer:
+    """Wraps glotta's ``BlockDataset.batch`` to time every train-shard batch the loop fetches.
+
+    glotta reads batches synchronously on the training thread, so this time is exactly the
+    time the loop waits for data. Calls from other threads (a future prefetcher) are kept apart:
+    they overlap with compute and are not a stall.
+    """
+
+    def __init__(self) -> None:
+        self.main_thread: list[float] = []
+        self.other_threads: list[float] = []
+
+    def install(self) -> None:
+        import glotta.train.data as data
+
+        original = data.BlockDataset.batch
+        timer = self
+
+        def timed_batch(dataset, indices):
+            start = time.perf_counter()
+            result = original(dataset, indices)
+            elapsed = time.perf_counter() - start
+            if str(getattr(dataset.tokens, "filename", "")).endswith("train.bin"):
+                if threading.current_thread() is threading.main_thread():
+                    timer.main_thread.append(elapsed)
+                else:
+                    timer.other_threads.append(elapsed)
+            return result
+
+        data.BlockDataset.batch = timed_batch
+
+
+def min_steps(s: Settings) -> int:
+    """Steps a run needs before a time budget may end it: the warm-up plus two measured."""
+    return s.warmup + 2
+
+
+class Budget:
+    """Ends a glotta run early once --max-seconds-per-run has passed (and enough steps ran).
+
+    Uses glotta's own preemption path: SIGTERM asks the loop to finish the current step, save a
+    checkpoint and stop; the metrics of every finished step are kept.
+    """
+
+    def __init__(self, s: Settings, timer: BatchTimer) -> None:
+        self.seconds = s.max_seconds_per_run
+        self.needed = min_steps(s)
+        self.timer = timer
+        self.fired = False
+        self._done = threading.Event()
+
+    def __enter__(self) -> Budget:
+        if self.seconds > 0:
+            threading.Thread(target=self._watch, daemon=True).start()
+        return self
+
+    def _watch(self) -> None:
+        start = time.perf_counter()
+        while not self._done.wait(1.0):
+            # batches fetched on the training thread = steps started (one micro-batch per step)
+            started = len(self.timer.main_thread)
+            if time.perf_counter() - start > self.seconds and started >= self.needed:
+                self.fired = True
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+
+
+def glotta_worker(s: Settings, variant: Variant) -> dict[str, Any]:
+    import torch
+
+    from glotta.config import TrainConfig
+    from glotta.errors import GlottaError
+    from glotta.rundir import RunDir
+    from glotta.train.loop import run_train
+
+    timer = BatchTimer()
+    timer.install()
+    cfg = TrainConfig(
+        block_size=s.block_size,
+        micro_batch_size=s.micro_batch,
+        gradient_accumulation_steps=1,
+        global_batch_size=0,
+        max_steps=s.steps,
+        warmup_steps=0,
+        precision=variant.precision,
+        compile=variant.compile,
+        eval_interval=0,  # one validation after the last step, outside the timed steps
+        eval_batches=1,
+        checkpoint_interval=10**9,  # only the final checkpoint, after the last step
+        keep_checkpoints=1,
+        log_interval=1,  # one metrics line per step: per-step times
+        device="cpu",
+        seed=s.seed,
+    )
+    root = Path(tempfile.mkdtemp(prefix="glotta-train-bench-"))
+    try:
+        (root / "shards").symlink_to(Path(s.data_dir).resolve() / "shards")
+        start = time.perf_counter()
+        with Budget(s, timer) as budget:
+            try:
+                run_train(cfg, glotta_model_config(s), RunDir(root), resume="never")
+            except GlottaError:
+                if not budget.fired:
+                    raise
+        total = time.perf_counter() - start
+        tokens_per_step = s.micro_batch * s.block_size
+        step_seconds = step_times_from_metrics(root / "train" / "metrics.jsonl", tokens_per_step)
+        config_file = root / "train" / "train_config.json"
+        train_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    try:
+        from glotta.train.loop import autocast_dtype
+
+        amp = autocast_dtype(cfg, torch.device("cpu"))
+        resolved = "bf16" if amp == torch.bfloat16 else "fp32"
+    except Exception:  # the loop's internals may change; the log line above says it too
+        resolved = variant.precision
+    notes = []
+    if budget.fired:
+        notes.append(
+            f"stopped by --max-seconds-per-run {s.max_seconds_per_run:g} after "
+            f"{len(step_seconds)} of {s.steps} steps"
+        )
+    stall: list[float] | None = timer.main_thread[: len(step_seconds)]
+    if len(timer.main_thread) != len(step_seconds):
+        notes.append(
+            f"BlockDataset.batch ran {len(timer.main_thread)} times on the training thread for "
+            f"{len(step_seconds)} steps ({len(timer.other_threads)} on other threads): stall time not "
+            "attributable per step"
+        )
+        stall = None
+    return {
+        "step_seconds": step_seconds,
+        "stall_seconds": stall,
+        "stall_method": "time inside glotta.train.data.BlockDataset.batch on the training thread "
+        "(the loop fetches synchronously), per step",
+        "background_batch_seconds": round(sum(timer.other_threads), 4),
+        "total_seconds": total,
+        "resolved_precision": resolved,
+        "plan": train_config.get("plan"),
+        "notes": notes,
+    }
+
+
+def step_times_from_metrics(path: Path, tokens_per_step: int) -> list[float]:
+    """Per-step seconds from glotta's metrics.jsonl (each line: tokens/s since the last line)."""
+    times: list[float] = []
+    last_step = 0
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        rate = record.get("tokens_per_second")
+        if rate is None:
+            continue  # validation lines
+        steps = record["step"] - last_step
+        last_step = record["step"]
+        window = steps * tokens_per_step / rate
+        times.extend([window / steps] * steps)
+    return times
+
+
+def hf_worker(s: Settings, variant: Variant) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from transformers import GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
+
+    from glotta.models import gpt2_config
+    from glotta.tokenizer.shards import open_shard
+
+    meta = json.loads((Path(s.data_dir) / "shards" / "meta.json").read_text())
+
+    class PackedBlocks(torch.utils.data.Dataset):
+        """glotta's packed train shard as HF-style examples (labels = inputs; the model shifts)."""
+
+        def __init__(self, shard: Path, block_size: int):
+            self.tokens = open_shard(shard)
+            self.block_size = block_size
+
+        def __len__(self) -> int:
+            return len(self.tokens) // self.block_size
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            size = self.block_size
+            ids = torch.from_numpy(np.asarray(self.tokens[i * size : (i + 1) * size], np.int64))
+            return {"input_ids": ids, "labels": ids}
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = 0.0
+            self.ends: list[float] = []
+            self.stopped_early = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+            over = s.max_seconds_per_run > 0 and self.ends[-1] - self.start > s.max_seconds_per_run
+            if over and len(self.ends) >= min_steps(s) and len(self.ends) < s.steps:
+                self.stopped_early = True
+                control.should_training_stop = True  # the time budget: end after this step
+            return control
+
+    class TimedTrainer(Trainer):
+        """Times the fetch of each optimizer step's batches from the DataLoader iterator."""
+
+        batch_seconds: list[float] = []
+
+        def get_batch_samples(self, *args, **kwargs):
+            start = time.perf_counter()
+            result = super().get_batch_samples(*args, **kwargs)
+            self.batch_seconds.append(time.perf_counter() - start)
+            return result
+
+    torch.manual_seed(s.seed)
+    model = GPT2LMHeadModel(
+        gpt2_config(glotta_model_config(s), meta["vocab_size"], s.block_size, meta["eos_id"])
+    )
+    out_dir = Path(tempfile.mkdtemp(prefix="hf-train-bench-"))
+    # Defaults except: the batch size (glotta's micro batch), the step count, CPU, and no
+    # reporting integrations or checkpoint saving (glotta's final checkpoint is not timed either).
+    kwargs: dict[str, Any] = {
+        "output_dir": str(out_dir),
+        "per_device_train_batch_size": s.micro_batch,
+        "max_steps": s.steps,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+    }
+    if variant.precision == "bf16":
+        kwargs["bf16"] = True
+    if variant.compile:
+        kwargs["torch_compile"] = True
+    clock = StepClock()
+    trainer = TimedTrainer(
+        model=model,
+        args=TrainingArguments(**kwargs),
+        train_dataset=PackedBlocks(Path(s.data_dir) / "shards" / "train.bin", s.block_size),
+        callbacks=[clock],
+    )
+    TimedTrainer.batch_seconds = []
+    try:
+        start = time.perf_counter()
+        trainer.train()
+        total = time.perf_counter() - start
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    marks = [clock.start, *clock.ends]
+    step_seconds = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    return {
+        "step_seconds": step_seconds,
+        "stall_seconds": TimedTrainer.batch_seconds[: len(step_seconds)],
+        "stall_method": "time inside Trainer.get_batch_samples (next() on the DataLoader "
+        "iterator: sampling, __getitem__, collate), per optimizer step",
+        "total_seconds": total,
+        "resolved_precision": variant.precision,
+        "notes": [
+            f"stopped by --max-seconds-per-run {s.max_seconds_per_run:g} after "
+            f"{len(step_seconds)} of {s.steps} steps"
+        ]
+        if clock.stopped_early
+        else [],
+    }
+
+
+def worker_main(name: str, settings_file: Path, out_file: Path) -> None:
+    s = Settings(**json.loads(settings_file.read_text()))
+    variant = variants(s)[name]
+    work = glotta_worker if variant.engine == "glotta" else hf_worker
+    result = work(s, variant)
+    result.update(name=name, **dataclasses.asdict(variant))
+    out_file.write_text(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent: run the workers, summarize
+
+
+def summarize(raw: dict[str, Any], s: Settings, tokens_per_step: int, flops: int, peaks) -> dict:
+    """Steady-state figures of one run from its per-step times."""
+    steps = raw["step_seconds"]
+    if len(steps) <= s.warmup:
+        raise RuntimeError(f"{raw['name']}: {len(steps)} step times for --warmup {s.warmup}")
+    measured = steps[s.warmup :]
+    step_mean = sum(measured) / len(measured)
+    rate = tokens_per_step / step_mean
+    stall = raw.get("stall_seconds")
+    stall_measured = sum(stall[s.warmup :]) if stall else None
+    achieved = rate * flops
+    out = {
+        "engine": raw["engine"],
+        "precision": raw["resolved_precision"],
+        "compile": raw["compile"],
+        "tokens_per_second": round(rate, 1),
+        "tokens_per_second_median_step": round(tokens_per_step / statistics.median(measured), 1),
+        "step_seconds_mean": round(step_mean, 4),
+        "step_seconds_min": round(min(measured), 4),
+        "step_seconds_max": round(max(measured), 4),
+        "measured_steps": len(measured),
+        # The first steps' time beyond what the same number of steady steps takes: torch.compile
+        # tracing and code generation, first-touch allocation, oneDNN kernel selection.
+        "warmup_seconds": round(sum(steps[: s.warmup]) - s.warmup * step_mean, 3),
+        "first_step_seconds": round(steps[0], 3),
+        "stall_seconds": None if stall_measured is None else round(stall_measured, 4),
+        "stall_share": None if stall_measured is None else round(stall_measured / sum(measured), 5),
+        "stall_method": raw.get("stall_method"),
+        "achieved_gflops": round(achieved / 1e9, 2),
+        "mfu_vs_bf16_peak": round(achieved / (peaks["bfloat16"]["gflops"] * 1e9), 4),
+        "mfu_vs_fp32_peak": round(achieved / (peaks["float32"]["gflops"] * 1e9), 4),
+        "total_seconds": round(raw["total_seconds"], 2),
+        "notes": raw.get("notes", []),
+    }
+    return out
+
+
+def run_worker(name: str, settings_file: Path, work: Path) -> dict[str, Any]:
+    out_file = work / f"{name}.json"
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.train_speed",
+        "--worker",
+        name,
+        "--worker-settings",
+        str(settings_file),
+        "--worker-out",
+        str(out_file),
+    ]
+    log(f"run {name}")
+    started = time.perf_counter()
+    proc = subprocess.run(command, stdout=sys.stderr, cwd=REPO_ROOT, check=False)
+    log(f"run {name} finished in {time.perf_counter() - started:.0f}s (exit {proc.returncode})")
+    if proc.returncode != 0:
+        return {"name": name, "error": f"worker exited with {proc.returncode}"}
+    return json.loads(out_file.read_text())
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def run_train_speed(s: Settings) -> dict[str, Any]:
+    """Entry point: prepare data, measure peaks, run every variant, print table + JSON line."""
+    unknown = [r for r in s.runs if r not in ALL_RUNS]
+    if unknown:
+        raise SystemExit(f"unknown --runs {unknown}; choose from {ALL_RUNS}")
+    if not 0 <= s.warmup < s.steps:
+        raise SystemExit("--warmup must be smaller than --steps")
+    meta = prepare_packed_data(Path(s.data_dir), s.vocab_size)
+    facts = model_facts(s, meta["vocab_size"], meta["eos_id"])
+    tokens_per_step = s.micro_batch * s.block_size
+    hardware = hardware_info()
+    log("measuring matmul peaks (bf16, fp32)")
+    peaks = {
+        dtype: matmul_peak(dtype, tuple(s.peak_sizes), s.peak_seconds)
+        for dtype in ("bfloat16", "float32")
+    }
+
+    raw_runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="train-speed-") as tmp:
+        work = Path(tmp)
+        settings_file = work / "settings.json"
+        settings_file.write_text(json.dumps(dataclasses.asdict(s)))
+        for name in s.runs:
+            raw_runs[name] = run_worker(name, settings_file, work)
+
+    runs = {}
+    for name, raw in raw_runs.items():
+        if "error" in raw:
+            runs[name] = {"error": raw["error"]}
+        else:
+            runs[name] = summarize(raw, s, tokens_per_step, facts["flops_per_token"], peaks)
+
+    def rate(name: str) -> float | None:
+        return runs.get(name, {}).get("tokens_per_second")
+
+    ratios = {
+        "glotta_best_vs_hf_default": ratio(rate("glotta-best"), rate("hf-default")),
+        "glotta_best_vs_hf_best": ratio(rate("glotta-best"), rate("hf-best")),
+        "glotta_fp32_vs_hf_default": ratio(rate("glotta-fp32"), rate("hf-default")),
+    }
+    best = runs.get("glotta-best", {})
+    notes = []
+    if peaks["bfloat16"]["gflops"] < peaks["float32"]["gflops"]:
+        notes.append(
+            f"this CPU's bf16 matmul ({peaks['bfloat16']['gflops']} GFLOP/s) is slower than fp32 "
+            f"({peaks['float32']['gflops']} GFLOP/s): no native bf16 kernels (ISA "
+            f"{hardware['cpu_isa']}, mkldnn bf16 {hardware['mkldnn_bf16']}), so bf16 runs are slow "
+            "and MFU against the bf16 peak is not meaningful; see mfu_vs_fp32_peak"
+        )
+    record = {
+        "bench": "train_speed",
+        "date": today(),
+        "hardware": hardware,
+        "model": facts,
+        "data": {
+            "source": "rl-wsd-labeled (Russian) via the demo recipe's corpus stage",
+            "train_tokens": meta["splits"]["train"]["tokens"],
+            "vocab_size": meta["vocab_size"],
+            "vocab_size_requested": s.vocab_size,
+        },
+        "settings": {
+            **dataclasses.asdict(s),
+            "tokens_per_step": tokens_per_step,
+        },
+        "peaks_gflops": {"bf16": peaks["bfloat16"]["gflops"], "fp32": peaks["float32"]["gflops"]},
+        "peaks": peaks,
+        "runs": runs,
+        "ratios": ratios,
+        "glotta_mfu": best.get("mfu_vs_bf16_peak"),
+        "glotta_mfu_vs_fp32_peak": best.get("mfu_vs_fp32_peak"),
+        "glotta_compile_warmup_seconds": best.get("warmup_seconds"),
+        "glotta_stall_seconds": best.get("stall_seconds"),
+        "goals": {
+            "vs_hf_default": _goal(ratios["glotta_best_vs_hf_default"], GOAL_VS_HF_DEFAULT),
+            "vs_hf_best": _goal(ratios["glotta_best_vs_hf_best"], GOAL_VS_HF_BEST),
+            "mfu": _goal(best.get("mfu_vs_bf16_peak"), GOAL_MFU),
+        },
+        "notes": notes,
+    }
+
+    rows = []
+    for name, r in runs.items():
+        if "error" in r:
+            rows.append({"run": name, "tok_s": r["error"]})
+            continue
+        stall = (
+            f"{r['stall_seconds']:.3f} ({100 * r['stall_share']:.2f}%)"
+            if r["stall_seconds"] is not None
+            else "-"
+        )
+        rows.append(
+            {
+                "run": name,
+                "prec": r["precision"],
+                "compile": "yes" if r["compile"] else "no",
+                "tok_s": fmt(r["tokens_per_second"], ",.0f"),
+                "step": fmt(r["step_seconds_mean"], ".3f"),
+                "warmup": fmt(r["warmup_seconds"], ".1f"),
+                "stall": stall,
+                "mfu_bf16": fmt(100 * r["mfu_vs_bf16_peak"], ".1f") + "%",
+                "mfu_fp32": fmt(100 * r["mfu_vs_fp32_peak"], ".1f") + "%",
+            }
+        )
+    columns = [
+        ("run", "run"),
+        ("prec", "precision"),
+        ("compile", "compile"),
+        ("tok_s", "tokens/s"),
+        ("step", "s/step"),
+        ("warmup", "warm-up s"),
+        ("stall", "stall s (share)"),
+        ("mfu_bf16", "MFU bf16 peak"),
+        ("mfu_fp32", "MFU fp32 peak"),
+    ]
+    print(
+        f"GPT-2 {s.n_layer}x{s.n_embd}, vocab {meta['vocab_size']:,}, block {s.block_size}, "
+        f"micro batch {s.micro_batch} ({tokens_per_step:,} tokens/step); {s.steps} steps, first "
+        f"{s.warmup} excluded; {hardware['cpu']} x {hardware['cpus']}"
+    )
+    print(
+        f"matmul peak: bf16 {peaks['bfloat16']['gflops']} GFLOP/s, fp32 "
+        f"{peaks['float32']['gflops']} GFLOP/s; {facts['flops_per_token'] / 1e6:.1f} MFLOP/token"
+    )
+    print(format_table(rows, columns))
+    for key, value in ratios.items():
+        print(f"{key}: {fmt(value, '.2f')}x")
+    for note in notes + [n for r in runs.values() for n in r.get("notes", [])]:
+        print(f"note: {note}")
+    model_slug = f"gpt2-{s.n_layer}l{s.n_embd}-v{meta['vocab_size']}-b{s.block_size}"
+    path = results_path(
+        "train_speed",
+        model_slug,
+        hardware_slug(hardware),
+        Path(s.results_dir) if s.results_dir else None,
+    )
+    write_results(path, {**record, "raw_runs": raw_runs})
+    print(f"results: {path}")
+    emit_json_line(record)
+    return record
+
+
+def _goal(value: float | None, target: float) -> dict[str, Any]:
+    return {"value": value, "target": target, "met": None if value is None else value >= target}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
+    d = Settings()
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_speed",
+        description="Training tokens/s of glotta vs transformers Trainer on the same GPT-2 and "
+        "packed data; table, ratios, MFU, then one JSON line.",
+    )
+    p.add_argument(
+        "--steps", type=int, default=d.steps, help=f"Optimizer steps per run (default: {d.steps})."
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=d.warmup,
+        help=f"First steps excluded from the steady state; their extra time is the warm-up (default: {d.warmup}).",
+    )
+    p.add_argument(
+        "--micro-batch",
+        type=int,
+        default=d.micro_batch,
+        help=f"Sequences per step for both (default: {d.micro_batch}).",
+    )
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=d.block_size,
+        help=f"Tokens per sequence (default: {d.block_size}).",
+    )
+    p.add_argument(
+        "--n-layer", type=int, default=d.n_layer, help=f"Transformer blocks (default: {d.n_layer})."
+    )
+    p.add_argument(
+        "--n-embd", type=int, default=d.n_embd, help=f"Hidden width (default: {d.n_embd})."
+    )
+    p.add_argument(
+        "--n-head", type=int, default=d.n_head, help=f"Attention heads (default: {d.n_head})."
+    )
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=d.vocab_size,
+        help=f"BPE vocabulary asked of glotta tokenizer (default: {d.vocab_size}).",
+    )
+    p.add_argument(
+        "--runs",
+        default=",".join(d.runs),
+        help=f"Comma-separated runs, in order, from {', '.join(ALL_RUNS)} (default: {','.join(d.runs)}).",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=d.compile,
+        help="torch.compile in glotta-best, glotta-bf16, hf-best, hf-fp32-compile; --no-compile "
+        "for quick runs (default: on).",
+    )
+    p.add_argument(
+        "--glotta-precision",
+        default=d.glotta_precision,
+        choices=("auto", "bf16", "fp32"),
+        help="train.precision of glotta-best; 'auto' is glotta's own choice (default: auto).",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help=f"Model init and data order seed (default: {d.seed}).",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=d.data_dir,
+        help=f"Cache run directory for corpus/tokenizer/shards (default: {d.data_dir}).",
+    )
+    p.add_argument(
+        "--results-dir",
+        default="",
+        help="Where the results file goes (default: benchmarks/results).",
+    )
+    p.add_argument(
+        "--peak-sizes",
+        default=",".join(map(str, d.peak_sizes)),
+        help="Matrix sizes for the matmul peak, ascending; sizes stop once a product is slow "
+        f"(default: {','.join(map(str, d.peak_sizes))}).",
+    )
+    p.add_argument(
+        "--peak-seconds",
+        type=float,
+        default=d.peak_seconds,
+        help=f"Seconds per timing window of the matmul peak (default: {d.peak_seconds}).",
+    )
+    p.add_argument(
+        "--max-seconds-per-run",
+        type=float,
+        default=d.max_seconds_per_run,
+        help="Time budget of one run: after it, the run stops at the end of the current step "
+        "(once --warmup + 2 steps are done) and the steady state comes from the steps done; "
+        f"bf16 steps take minutes on CPUs without native bf16. 0 = no limit (default: {d.max_seconds_per_run:g}).",
+    )
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--worker-settings", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    s = Settings(
+        steps=a.steps,
+        warmup=a.warmup,
+        micro_batch=a.micro_batch,
+        block_size=a.block_size,
+        n_layer=a.n_layer,
+        n_embd=a.n_embd,
+        n_head=a.n_head,
+        vocab_size=a.vocab_size,
+        runs=[r.strip() for r in a.runs.split(",") if r.strip()],
+        compile=a.compile,
+        glotta_precision=a.glotta_precision,
+        seed=a.seed,
+        data_dir=a.data_dir,
+        results_dir=a.results_dir,
+        peak_sizes=[int(x) for x in a.peak_sizes.split(",")],
+        peak_seconds=a.peak_seconds,
+        max_seconds_per_run=a.max_seconds_per_run,
+    )
+    return s, a
+
+
+def main(argv: list[str] | None = None) -> None:
+    s, a = parse_args(argv)
+    if a.worker:
+        worker_main(a.worker, a.worker_settings, a.worker_out)
+        return
+    run_train_speed(s)
+
+
+if __name__ == "__main__":
+    main()
