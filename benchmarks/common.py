@@ -164,6 +164,75 @@ def matmul_peak(
 
 
 # ---------------------------------------------------------------------------------------------
+# Contention: did other processes use the CPUs while we measured?
+
+
+def _system_cpu_seconds() -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat (Linux)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of every child it has waited for."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+class CpuWatch:
+    """How much CPU other processes (and the hypervisor) took while a measurement ran.
+
+    ``other_cpu_share`` = (machine busy time - our own CPU time) / (wall time x usable CPUs);
+    children count once they have been waited for, so use it around ``subprocess.run``. Anything
+    above a few percent means the figures of that measurement are disturbed.
+    """
+
+    def __enter__(self) -> CpuWatch:
+        self._start = time.perf_counter()
+        self._system = _system_cpu_seconds()
+        self._own = _own_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self._start
+        self.own = _own_cpu_seconds() - self._own
+        end = _system_cpu_seconds()
+        self.other = self.steal = None
+        if self._system and end:
+            self.other = max(0.0, end[0] - self._system[0] - self.own)
+            self.steal = end[1] - self._system[1]
+
+    def result(self) -> dict[str, Any]:
+        capacity = self.wall * usable_cpus()
+        return {
+            "wall_seconds": round(self.wall, 3),
+            "own_cpu_seconds": round(self.own, 2),
+            "other_cpu_seconds": None if self.other is None else round(self.other, 2),
+            "other_cpu_share": None if self.other is None else round(self.other / capacity, 4),
+            "steal_seconds": None if self.steal is None else round(self.steal, 2),
+        }
+
+
+def contention_note(label: str, watch: dict[str, Any], threshold: float = 0.05) -> str | None:
+    share = watch.get("other_cpu_share")
+    if share is None or share < threshold:
+        return None
+    message = (
+        f"other processes used {100 * share:.0f}% of the CPUs during the measurement; "
+        "its figures are disturbed, measure again on an idle machine"
+    )
+    return f"{label}: {message}" if label else message
+
+
+# ---------------------------------------------------------------------------------------------
 # Running and measuring commands
 
 

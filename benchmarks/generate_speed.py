@@ -25,6 +25,8 @@ from typing import Any
 
 from benchmarks.common import (
     CACHE_DIR,
+    CpuWatch,
+    contention_note,
     emit_json_line,
     format_table,
     hardware_info,
@@ -145,14 +147,23 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
     outputs: dict[str, list[int]] = {}
     for repeat in range(s.repeats):
         for name, fn in (("glotta", run_glotta), ("hf", run_hf)):
-            seconds, ids = fn(s.max_new_tokens)
+            with CpuWatch() as watch:
+                seconds, ids = fn(s.max_new_tokens)
             outputs[name] = ids
-            timings[name].append({"seconds": round(seconds, 4), "tokens": len(ids)})
+            timings[name].append(
+                {
+                    "seconds": round(seconds, 4),
+                    "tokens": len(ids),
+                    "other_cpu_share": watch.result()["other_cpu_share"],
+                }
+            )
             log(f"{name} repeat {repeat + 1}: {len(ids)} tokens in {seconds:.2f}s")
 
     def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
         rates = [r["tokens"] / r["seconds"] for r in runs]
+        shares = [r["other_cpu_share"] for r in runs if r["other_cpu_share"] is not None]
         return {
+            "other_cpu_share_max": max(shares) if shares else None,
             "tokens_per_second": round(statistics.median(rates), 1),
             "tokens_per_second_all": [round(x, 1) for x in rates],
             "new_tokens": runs[-1]["tokens"],
@@ -160,6 +171,11 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         }
 
     glotta, hf = summary(timings["glotta"]), summary(timings["hf"])
+    notes = [
+        note
+        for label, side in (("glotta", glotta), ("HF", hf))
+        if (note := contention_note(label, {"other_cpu_share": side["other_cpu_share_max"]}))
+    ]
     speedup = ratio(glotta["tokens_per_second"], hf["tokens_per_second"])
     hardware = hardware_info()
     record = {
@@ -180,6 +196,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         "hf": {**hf, "api": "transformers GenerationMixin.generate"},
         "ratio": speedup,
         "same_tokens": outputs["glotta"] == outputs["hf"] if s.greedy else None,
+        "notes": notes,
         "goals": {
             "speedup": {
                 "value": speedup,
@@ -212,6 +229,8 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
     print(
         f"glotta / HF: {speedup}x" + (f"; same tokens: {record['same_tokens']}" if s.greedy else "")
     )
+    for note in notes:
+        print(f"note: {note}")
     model_slug = f"gpt2-{model.config.n_layer}l{model.config.n_embd}-v{model.config.vocab_size}"
     path = results_path(
         "generate_speed",

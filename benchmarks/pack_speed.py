@@ -33,6 +33,8 @@ from typing import Any
 
 from benchmarks.common import (
     CACHE_DIR,
+    CpuWatch,
+    contention_note,
     emit_json_line,
     format_table,
     hardware_info,
@@ -195,10 +197,12 @@ def corpus_bytes(run_dir: Path) -> int:
 
 
 def measure_glotta(run_dir: Path, work: Path, repeat: int) -> dict[str, Any]:
-    result = measure_command(
-        [sys.executable, "-m", "glotta", "pack", "--run-dir", str(run_dir)],
-        work / f"glotta-{repeat}.json",
-    )
+    with CpuWatch() as watch:
+        result = measure_command(
+            [sys.executable, "-m", "glotta", "pack", "--run-dir", str(run_dir)],
+            work / f"glotta-{repeat}.json",
+        )
+    result["contention"] = watch.result()
     meta = json.loads((run_dir / "shards" / "meta.json").read_text())
     documents = sum(split["documents"] for split in meta["splits"].values())
     tokens = sum(split["tokens"] for split in meta["splits"].values())
@@ -221,27 +225,26 @@ def measure_hf(s: Settings, run_dir: Path, work: Path, repeat: int, num_proc: in
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     }
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.pack_speed",
+        "--hf-worker",
+        "--corpus-dir",
+        str(run_dir / "corpus"),
+        "--tokenizer-dir",
+        str(run_dir / "tokenizer"),
+        "--block-size",
+        str(s.block_size),
+        "--num-proc",
+        str(num_proc),
+        "--hf-out",
+        str(out),
+    ]
     try:
-        result = measure_command(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.pack_speed",
-                "--hf-worker",
-                "--corpus-dir",
-                str(run_dir / "corpus"),
-                "--tokenizer-dir",
-                str(run_dir / "tokenizer"),
-                "--block-size",
-                str(s.block_size),
-                "--num-proc",
-                str(num_proc),
-                "--hf-out",
-                str(out),
-            ],
-            work / f"hf-{repeat}.json",
-            env=env,
-        )
+        with CpuWatch() as watch:
+            result = measure_command(command, work / f"hf-{repeat}.json", env=env)
+        result["contention"] = watch.result()
         inner = json.loads(out.read_text())
     finally:
         shutil.rmtree(cache, ignore_errors=True)
@@ -293,6 +296,10 @@ def run_pack_speed(s: Settings) -> dict[str, Any]:
         f"corpus: the rl-wsd-labeled documents repeated {stats['documents_out']:,} documents in "
         f"all ({size / 2**20:.0f} MB of JSONL), not {size / 2**20:.0f} MB of distinct text"
     ]
+    for label, side in (("glotta pack", glotta), ("HF datasets", hf)):
+        note = contention_note(label, side["contention"])
+        if note:
+            notes.append(note)
     if glotta["text_tokens"] != hf["text_tokens"]:
         notes.append(
             f"token counts differ: glotta {glotta['text_tokens']:,} vs HF {hf['text_tokens']:,}"

@@ -41,6 +41,8 @@ from typing import Any
 from benchmarks.common import (
     CACHE_DIR,
     REPO_ROOT,
+    CpuWatch,
+    contention_note,
     emit_json_line,
     format_table,
     hardware_info,
@@ -472,6 +474,7 @@ def summarize(raw: dict[str, Any], s: Settings, tokens_per_step: int, flops: int
         "mfu_vs_bf16_peak": round(achieved / (peaks["bfloat16"]["gflops"] * 1e9), 4),
         "mfu_vs_fp32_peak": round(achieved / (peaks["float32"]["gflops"] * 1e9), 4),
         "total_seconds": round(raw["total_seconds"], 2),
+        "other_cpu_share": raw.get("contention", {}).get("other_cpu_share"),
         "notes": raw.get("notes", []),
     }
     return out
@@ -490,13 +493,21 @@ def run_worker(name: str, settings_file: Path, work: Path) -> dict[str, Any]:
         "--worker-out",
         str(out_file),
     ]
+    # A fresh Inductor cache per run: otherwise a later run reuses the kernels an earlier one
+    # compiled (both compile the same transformers GPT-2) and its warm-up looks shorter.
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-{name}")}
     log(f"run {name}")
-    started = time.perf_counter()
-    proc = subprocess.run(command, stdout=sys.stderr, cwd=REPO_ROOT, check=False)
-    log(f"run {name} finished in {time.perf_counter() - started:.0f}s (exit {proc.returncode})")
+    with CpuWatch() as watch:
+        proc = subprocess.run(command, stdout=sys.stderr, cwd=REPO_ROOT, env=env, check=False)
+    log(f"run {name} finished in {watch.wall:.0f}s (exit {proc.returncode})")
     if proc.returncode != 0:
         return {"name": name, "error": f"worker exited with {proc.returncode}"}
-    return json.loads(out_file.read_text())
+    result = json.loads(out_file.read_text())
+    result["contention"] = watch.result()
+    note = contention_note("", result["contention"])
+    if note:
+        result.setdefault("notes", []).append(note)
+    return result
 
 
 def fmt(value: Any, spec: str) -> str:
@@ -515,10 +526,12 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
     tokens_per_step = s.micro_batch * s.block_size
     hardware = hardware_info()
     log("measuring matmul peaks (bf16, fp32)")
-    peaks = {
-        dtype: matmul_peak(dtype, tuple(s.peak_sizes), s.peak_seconds)
-        for dtype in ("bfloat16", "float32")
-    }
+    with CpuWatch() as peak_watch:
+        peaks = {
+            dtype: matmul_peak(dtype, tuple(s.peak_sizes), s.peak_seconds)
+            for dtype in ("bfloat16", "float32")
+        }
+    peaks["contention"] = peak_watch.result()
 
     raw_runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="train-speed-") as tmp:
@@ -545,6 +558,9 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
     }
     best = runs.get("glotta-best", {})
     notes = []
+    peak_note = contention_note("matmul peak", peaks["contention"])
+    if peak_note:
+        notes.append(peak_note)
     if peaks["bfloat16"]["gflops"] < peaks["float32"]["gflops"]:
         notes.append(
             f"this CPU's bf16 matmul ({peaks['bfloat16']['gflops']} GFLOP/s) is slower than fp32 "
@@ -604,6 +620,9 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
                 "stall": stall,
                 "mfu_bf16": fmt(100 * r["mfu_vs_bf16_peak"], ".1f") + "%",
                 "mfu_fp32": fmt(100 * r["mfu_vs_fp32_peak"], ".1f") + "%",
+                "others": "-"
+                if r["other_cpu_share"] is None
+                else f"{100 * r['other_cpu_share']:.0f}%",
             }
         )
     columns = [
@@ -616,6 +635,7 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
         ("stall", "stall s (share)"),
         ("mfu_bf16", "MFU bf16 peak"),
         ("mfu_fp32", "MFU fp32 peak"),
+        ("others", "other CPU use"),
     ]
     print(
         f"GPT-2 {s.n_layer}x{s.n_embd}, vocab {meta['vocab_size']:,}, block {s.block_size}, "
@@ -628,9 +648,12 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
     )
     print(format_table(rows, columns))
     for key, value in ratios.items():
-        print(f"{key}: {fmt(value, '.2f')}x")
-    for note in notes + [n for r in runs.values() for n in r.get("notes", [])]:
+        print(f"{key}: {'n/a (run missing)' if value is None else f'{value:.2f}x'}")
+    for note in notes:
         print(f"note: {note}")
+    for name, r in runs.items():
+        for note in r.get("notes", []):
+            print(f"note: {name}: {note}")
     model_slug = f"gpt2-{s.n_layer}l{s.n_embd}-v{meta['vocab_size']}-b{s.block_size}"
     path = results_path(
         "train_speed",

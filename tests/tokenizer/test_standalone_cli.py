@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import glotta
 from transformers import AutoTokenizer
+
+from tests.conftest import glotta
 
 
 def test_standalone_unigram_on_a_japanese_text_file(tmp_path, sentences):

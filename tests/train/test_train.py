@@ -10,11 +10,11 @@ from safetensors.torch import load_file
 
 from glotta.config import TrainConfig
 from glotta.errors import GlottaError
-from glotta.rundir import RunDir
 from glotta.train.data import DataPosition, EpochSampler, rank_slice
 from glotta.train.loop import plan_steps, run_train
 from glotta.train.optim import lr_multiplier
 from tests.conftest import tiny_recipe
+from tests.train.conftest import fresh_run_with_shards
 
 
 def test_plan_derives_accumulation_from_the_global_batch():
@@ -61,12 +61,6 @@ def test_training_lowers_the_loss(tiny_run):
     assert (run_dir.train / "tensorboard").is_dir()
 
 
-def _fresh_run_with_shards(tmp_path, name, shards_from: RunDir) -> RunDir:
-    run_dir = RunDir(tmp_path / name)
-    shutil.copytree(shards_from.shards, run_dir.shards)
-    return run_dir
-
-
 def test_resume_from_a_checkpoint_gives_bitwise_identical_weights(tiny_run, tmp_path):
     _, source = tiny_run
     recipe = tiny_recipe(
@@ -76,11 +70,11 @@ def test_resume_from_a_checkpoint_gives_bitwise_identical_weights(tiny_run, tmp_
         "train.eval_interval=0",
         "model.dropout=0.1",
     )
-    straight = _fresh_run_with_shards(tmp_path, "straight", source)
+    straight = fresh_run_with_shards(tmp_path, "straight", source)
     run_train(recipe.train, recipe.model, straight)
 
     # A second run that "crashed" right after step 3: it has only the step-3 checkpoint.
-    resumed = _fresh_run_with_shards(tmp_path, "resumed", source)
+    resumed = fresh_run_with_shards(tmp_path, "resumed", source)
     resumed.checkpoints.mkdir(parents=True)
     shutil.copytree(straight.checkpoints / "step_00000003", resumed.checkpoints / "step_00000003")
     (resumed.checkpoints / "LATEST").write_text("step_00000003")
@@ -99,6 +93,6 @@ def test_resume_from_a_checkpoint_gives_bitwise_identical_weights(tiny_run, tmp_
 def test_resume_without_checkpoint_is_an_error(tiny_run, tmp_path):
     _, source = tiny_run
     recipe = tiny_recipe("train.max_steps=2")
-    run_dir = _fresh_run_with_shards(tmp_path, "empty", source)
+    run_dir = fresh_run_with_shards(tmp_path, "empty", source)
     with pytest.raises(GlottaError, match="no checkpoint"):
         run_train(recipe.train, recipe.model, run_dir, resume="always")

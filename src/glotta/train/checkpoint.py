@@ -80,6 +80,11 @@ def save_checkpoint(
     Every process calls this (FSDP gathers the state collectively); only ``is_main`` writes.
     """
     model_state = get_model_state_dict(model, options=_options(sharded))
+    # A tied output embedding is the input embedding: save it once, as save_pretrained does
+    # (gathered copies no longer share storage, so it cannot tell on its own).
+    if getattr(model.config, "tie_word_embeddings", False):
+        for key in getattr(model, "_tied_weights_keys", None) or {}:
+            model_state.pop(key, None)
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=_options(sharded))
     name = f"step_{step:08d}"
     final = checkpoints_dir / name
