@@ -133,10 +133,14 @@ def test_rugpt3_large(tmp_path):
             'corpus.format="tsv"',
             "corpus.tsv_columns=[0, 1, 2]",
             "tokenizer.vocab_size=800",
+            # the recipe's second phase, shrunk: double the context, positions grown to match
+            "train.phases=[{block_size=64, max_steps=2, global_batch_size=4, micro_batch_size=2}]",
         ],
     )
     config = json.loads((run_dir.export / "config.json").read_text())
-    assert config["n_positions"] == 32 and config["vocab_size"] == 800
+    assert config["n_positions"] == 64 and config["vocab_size"] == 800
+    phases = load_recipe("rugpt3-large").train.phases
+    assert [(p.block_size, p.epochs) for p in phases] == [(2048, 1.0)]
 
 
 @pytest.mark.parametrize("name", ["swedish-gpt2-wiki40b", "japanese-gpt2-small", "rugpt3-large"])

@@ -67,10 +67,18 @@ def plan_steps(cfg: TrainConfig, world_size: int, num_blocks: int) -> StepPlan:
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where it pays: on request, or 'auto' on GPUs with bf16 support."""
+    """bf16 autocast where it pays: on request, or 'auto' on hardware with native bf16.
+
+    On a CPU without native bf16 (AVX2 only) bf16 matmuls are emulated and ~100x slower than
+    fp32, so 'auto' keeps fp32 there (see benchmarks/README.md).
+    """
     if cfg.precision == "bf16":
         return torch.bfloat16
-    if cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if cfg.precision != "auto":
+        return None
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.bfloat16
     return None
 
