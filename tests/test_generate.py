@@ -78,3 +78,12 @@ def test_sampling_is_seeded_and_stops_at_context(model):
     c = list(generate_ids(model, [0, 1, 2], dataclasses.replace(cfg, seed=4), eos_id=None))
     assert a == b and a != c
     assert len(a) == 64 - 3  # learned positions end at n_positions
+
+
+def test_top_k_keeps_tokens_tied_with_the_kth_like_transformers():
+    logits = torch.tensor([3.0, 1.0, 1.0, 1.0, 0.0, -2.0])
+    cfg = GenerateConfig(temperature=1.0, top_k=2, top_p=1.0, repetition_penalty=1.0)
+    ours = _filter_logits(logits, torch.tensor([], dtype=torch.long), cfg)
+    reference = TopKLogitsWarper(2)(torch.tensor([[0]]), logits[None].clone())[0]
+    assert torch.equal(torch.isfinite(ours), torch.isfinite(reference))
+    assert int(torch.isfinite(ours).sum()) == 4

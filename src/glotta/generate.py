@@ -17,30 +17,54 @@ from tokenizers import Tokenizer
 from glotta.config import GenerateConfig
 
 
-def _filter_logits(
+def _candidates(
     logits: torch.Tensor, history: torch.Tensor, cfg: GenerateConfig
-) -> torch.Tensor:
-    """Apply repetition penalty, temperature, top-k and top-p to a (vocab,) logit vector."""
-    logits = logits.float().clone()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids that may be sampled next and their scaled logits, most likely first.
+
+    Repetition penalty, temperature, top-k, then top-p (the order of transformers' warpers).
+    Top-k runs first on the whole vocabulary, so top-p sorts only k values instead of all of
+    them: most of the per-token sampling cost at a 32k vocabulary.
+    """
+    logits = logits.float()
     if cfg.repetition_penalty != 1.0 and history.numel():
+        logits = logits.clone()
         seen = logits[history]
         # CTRL's penalty (Keskar et al., 2019): push seen tokens' logits towards less likely.
         logits[history] = torch.where(
             seen > 0, seen / cfg.repetition_penalty, seen * cfg.repetition_penalty
         )
-    if cfg.temperature <= 0:
-        return logits
+    if cfg.temperature <= 0:  # greedy: the single most likely token
+        value, index = logits.max(dim=-1)
+        return index.view(1), value.view(1)
     logits = logits / cfg.temperature
     if cfg.top_k > 0:
-        kth = torch.topk(logits, min(cfg.top_k, logits.numel())).values[-1]
-        logits[logits < kth] = float("-inf")
+        values, ids = torch.topk(logits, min(cfg.top_k, logits.numel()))  # sorted, descending
+        at_least_kth = logits >= values[-1]
+        if int(at_least_kth.sum()) > len(ids):  # ties with the k-th value all stay, as in HF
+            tied = at_least_kth.nonzero().flatten()
+            values, order = torch.sort(logits[tied], descending=True)
+            ids = tied[order]
+    else:
+        values, ids = torch.sort(logits, descending=True)
     if cfg.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        # Drop a token when the tokens before it already reach top_p (the first is always kept).
-        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= cfg.top_p
-        logits[order[drop]] = float("-inf")
-    return logits
+        probs = torch.softmax(values, dim=-1)
+        # Keep a token while the tokens before it have not yet reached top_p (the first always).
+        keep = (probs.cumsum(-1) - probs) < cfg.top_p
+        values, ids = values[keep], ids[keep]
+    return ids, values
+
+
+def _filter_logits(
+    logits: torch.Tensor, history: torch.Tensor, cfg: GenerateConfig
+) -> torch.Tensor:
+    """The full (vocab,) logit vector after filtering: -inf for every token not a candidate."""
+    ids, values = _candidates(logits, history, cfg)
+    if cfg.temperature <= 0:
+        return logits.float()
+    filtered = torch.full_like(logits, float("-inf"), dtype=torch.float32)
+    filtered[ids] = values
+    return filtered
 
 
 @torch.inference_mode()
@@ -51,25 +75,30 @@ def generate_ids(
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
     context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-    ids = torch.tensor([prompt_ids[-context:]], device=device)
-    history = ids[0].clone()
+    prompt = prompt_ids[-context:]
+    # The token history lives in one preallocated buffer (no concatenation per token).
+    history = torch.empty(context, dtype=torch.long, device=device)
+    history[: len(prompt)] = torch.tensor(prompt, device=device)
+    length = len(prompt)
+    ids = history[:length].unsqueeze(0)
     past = None
     for _ in range(cfg.max_new_tokens):
-        if history.numel() >= context:
+        if length >= context:
             break  # learned position embeddings end here
         out = model(input_ids=ids, past_key_values=past, use_cache=True)
         past = out.past_key_values
-        logits = _filter_logits(out.logits[0, -1], history, cfg)
-        if cfg.temperature <= 0:
-            token = int(torch.argmax(logits))
+        candidates, values = _candidates(out.logits[0, -1], history[:length], cfg)
+        if len(candidates) == 1:
+            token = int(candidates[0])
         else:
-            probs = torch.softmax(logits, dim=-1).cpu()
-            token = int(torch.multinomial(probs, 1, generator=generator))
+            probs = torch.softmax(values, dim=-1).cpu()
+            token = int(candidates[int(torch.multinomial(probs, 1, generator=generator))])
         if eos_id is not None and token == eos_id:
             return
         yield token
-        history = torch.cat([history, torch.tensor([token], device=device)])
-        ids = torch.tensor([[token]], device=device)
+        history[length] = token
+        ids = history[length : length + 1].unsqueeze(0)
+        length += 1
 
 
 def stream_text(
