@@ -121,6 +121,7 @@ def matmul_peak(
     sizes: tuple[int, ...] = (1024, 2048),
     seconds: float = 1.0,
     trials: int = 3,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Best sustained GFLOP/s of ``torch.matmul`` on square matrices (2 n^3 FLOPs per product).
 
@@ -132,15 +133,22 @@ def matmul_peak(
     import torch
 
     dtype = getattr(torch, dtype_name)
+
+    def sync() -> None:  # GPU kernels run asynchronously: wait before reading the clock
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     by_size = {}
     for n in sorted(sizes):
-        a = torch.randn(n, n).to(dtype)
-        b = torch.randn(n, n).to(dtype)
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
         start = time.perf_counter()
         torch.matmul(a, b)  # first call: allocation and kernel selection
+        sync()
         if time.perf_counter() - start > seconds:
             start = time.perf_counter()
             torch.matmul(a, b)
+            sync()
             by_size[str(n)] = round(2 * n**3 / (time.perf_counter() - start) / 1e9, 2)
             break
         best = 0.0
@@ -149,6 +157,8 @@ def matmul_peak(
             while True:
                 torch.matmul(a, b)
                 count += 1
+                if count % 16 == 0:
+                    sync()
                 elapsed = time.perf_counter() - start
                 if elapsed >= seconds:
                     break
@@ -159,6 +169,7 @@ def matmul_peak(
         "gflops": max(by_size.values()),
         "by_size": by_size,
         "threads": torch.get_num_threads(),
+        "device": device,
         "method": f"torch.matmul of n x n {dtype_name} matrices, best of {trials} x {seconds}s",
     }
 

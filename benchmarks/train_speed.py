@@ -52,6 +52,7 @@ from benchmarks.common import (
     prepare_packed_data,
     ratio,
     results_path,
+    slug,
     today,
     write_results,
 )
@@ -85,6 +86,7 @@ class Settings:
     peak_sizes: list[int] = field(default_factory=lambda: [512, 1024, 2048])
     peak_seconds: float = 1.0
     max_seconds_per_run: float = 900.0
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,7 @@ def glotta_worker(s: Settings, variant: Variant) -> dict[str, Any]:
         checkpoint_interval=10**9,  # only the final checkpoint, after the last step
         keep_checkpoints=1,
         log_interval=1,  # one metrics line per step: per-step times
-        device="cpu",
+        device=s.device,
         seed=s.seed,
     )
     root = Path(tempfile.mkdtemp(prefix="glotta-train-bench-"))
@@ -278,7 +280,7 @@ def glotta_worker(s: Settings, variant: Variant) -> dict[str, Any]:
     try:
         from glotta.train.loop import autocast_dtype
 
-        amp = autocast_dtype(cfg, torch.device("cpu"))
+        amp = autocast_dtype(cfg, torch.device(s.device))
         resolved = "bf16" if amp == torch.bfloat16 else "fp32"
     except Exception:  # the loop's internals may change; the log line above says it too
         resolved = variant.precision
@@ -389,7 +391,7 @@ def hf_worker(s: Settings, variant: Variant) -> dict[str, Any]:
         "output_dir": str(out_dir),
         "per_device_train_batch_size": s.micro_batch,
         "max_steps": s.steps,
-        "use_cpu": True,
+        "use_cpu": s.device == "cpu",
         "report_to": "none",
         "save_strategy": "no",
     }
@@ -528,7 +530,7 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
     log("measuring matmul peaks (bf16, fp32)")
     with CpuWatch() as peak_watch:
         peaks = {
-            dtype: matmul_peak(dtype, tuple(s.peak_sizes), s.peak_seconds)
+            dtype: matmul_peak(dtype, tuple(s.peak_sizes), s.peak_seconds, device=s.device)
             for dtype in ("bfloat16", "float32")
         }
     peaks["contention"] = peak_watch.result()
@@ -561,7 +563,7 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
     peak_note = contention_note("matmul peak", peaks["contention"])
     if peak_note:
         notes.append(peak_note)
-    if peaks["bfloat16"]["gflops"] < peaks["float32"]["gflops"]:
+    if s.device == "cpu" and peaks["bfloat16"]["gflops"] < peaks["float32"]["gflops"]:
         notes.append(
             f"this CPU's bf16 matmul ({peaks['bfloat16']['gflops']} GFLOP/s) is slower than fp32 "
             f"({peaks['float32']['gflops']} GFLOP/s): no native bf16 kernels (ISA "
@@ -658,7 +660,7 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
     path = results_path(
         "train_speed",
         model_slug,
-        hardware_slug(hardware),
+        slug(hardware["gpu"]) if s.device == "cuda" else hardware_slug(hardware),
         Path(s.results_dir) if s.results_dir else None,
     )
     write_results(path, {**record, "raw_runs": raw_runs})
@@ -768,6 +770,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         "(once --warmup + 2 steps are done) and the steady state comes from the steps done; "
         f"bf16 steps take minutes on CPUs without native bf16. 0 = no limit (default: {d.max_seconds_per_run:g}).",
     )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=d.device,
+        help="Where both sides train; the goals in issue 3 are for the CPU (default: cpu).",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-settings", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
@@ -790,6 +798,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         peak_sizes=[int(x) for x in a.peak_sizes.split(",")],
         peak_seconds=a.peak_seconds,
         max_seconds_per_run=a.max_seconds_per_run,
+        device=a.device,
     )
     return s, a
 

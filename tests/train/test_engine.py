@@ -242,3 +242,23 @@ def test_best_checkpoint_is_recorded_and_kept(tiny_run):
     assert (run_dir.checkpoints / best / "model.safetensors").is_file()
     state = json.loads((run_dir.checkpoints / best / "trainer_state.json").read_text())
     assert state["val_loss"] == state["best_val_loss"]
+
+
+def test_activation_checkpointing_gives_the_same_training(tiny_run, tmp_path):
+    """Recomputing activations in the backward pass changes memory, not the result."""
+    from glotta.train.loop import run_train
+
+    _, source = tiny_run
+    curves = []
+    for flag in ("false", "true"):
+        recipe = tiny_recipe(
+            "train.max_steps=4",
+            "train.log_interval=1",
+            "train.eval_interval=0",
+            f"train.activation_checkpointing={flag}",
+        )
+        run_dir = fresh_run_with_shards(tmp_path, f"ac-{flag}", source, recipe)
+        run_train(recipe.train, recipe.model, run_dir)
+        curves.append(loss_curve(run_dir))
+    assert len(curves[0]) == 4
+    assert max(abs(a - b) for a, b in zip(*curves, strict=True)) <= 1e-5, curves
