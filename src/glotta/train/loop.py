@@ -241,7 +241,11 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
         if ctx.is_main:
             print(f"glotta: resuming from {resume_from} (step {run.step})", flush=True)
     if cfg.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        options = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
     model.to(ctx.device)
 
     metrics = MetricsLog(run_dir.train, enabled=ctx.is_main, resume_step=run.step)
