@@ -139,6 +139,7 @@ def test_rugpt3_large(tmp_path):
     )
     config = json.loads((run_dir.export / "config.json").read_text())
     assert config["n_positions"] == 64 and config["vocab_size"] == 800
+    assert "| phase 2 | block size 64, 2 steps" in (run_dir.export / "README.md").read_text()
     phases = load_recipe("rugpt3-large").train.phases
     assert [(p.block_size, p.epochs) for p in phases] == [(2048, 1.0)]
 

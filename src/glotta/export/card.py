@@ -213,6 +213,18 @@ def _training_section(train_config: dict) -> str:
         ["precision", t.get("precision")],
         ["seed", t.get("seed")],
     ]
+    # Later phases (e.g. a longer context): one row each, from the plans the trainer wrote.
+    for number, (phase, phase_plan) in enumerate(
+        zip(t.get("phases") or [], train_config.get("phases", [])[1:], strict=False), start=2
+    ):
+        rows.append(
+            [
+                f"phase {number}",
+                f"block size {phase.get('block_size') or t.get('block_size')}, "
+                f"{phase_plan.get('total_steps')} steps, peak learning rate "
+                f"{phase.get('learning_rate') or t.get('learning_rate')}",
+            ]
+        )
     return _table(["setting", "value"], rows)
 
 
