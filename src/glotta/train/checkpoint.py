@@ -137,24 +137,27 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
         raise RuntimeError(f"checkpoint {path} does not match the model: {missing} {unexpected}")
 
 
+def read_training_state(path: Path) -> dict[str, Any]:
+    """Optimizer, schedule and RNG tensors of a checkpoint (read once; weights_only=True)."""
+    return torch.load(path / TRAINING_STATE, weights_only=True, map_location="cpu")
+
+
 def load_training_state(
-    path: Path,
+    training: dict[str, Any],
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     sharded: bool = False,
 ) -> None:
     """Restore optimizer and schedule in place (every process calls this)."""
-    training = torch.load(path / TRAINING_STATE, weights_only=True, map_location="cpu")
     set_optimizer_state_dict(
         model, optimizer, optim_state_dict=training["optimizer"], options=_options(sharded)
     )
     scheduler.load_state_dict(training["scheduler"])
 
 
-def restore_rng(path: Path) -> None:
+def restore_rng(training: dict[str, Any]) -> None:
     """Continue the random streams (dropout) where the checkpointed run left them."""
-    training = torch.load(path / TRAINING_STATE, weights_only=True, map_location="cpu")
     torch.set_rng_state(training["rng"]["torch"])
     if "cuda" in training["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(training["rng"]["cuda"])

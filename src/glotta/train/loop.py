@@ -187,6 +187,19 @@ class RunProgress:
     best_val_loss: float | None = None
 
 
+@dataclasses.dataclass
+class ResumePoint:
+    """A checkpoint being resumed: its trainer state and its optimizer/schedule/RNG tensors."""
+
+    path: Path
+    trainer_state: dict
+    training: dict  # read once: for a large model the optimizer state is gigabytes
+
+    @property
+    def phase(self) -> int:
+        return self.trainer_state.get("phase", 0)
+
+
 def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) -> dict:
     fingerprint = stage_fingerprint(TrainStage(cfg, model_cfg), run_dir.shards)
     if ctx.is_main:
@@ -223,9 +236,12 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
             shutil.rmtree(run_dir.checkpoints, ignore_errors=True)  # a fresh start forgets
         barrier(ctx)
         resume_from = None
-    resume_state = None
+    resume_point = None
     if resume_from is not None:
         resume_state = checkpoint.read_trainer_state(resume_from)
+        resume_point = ResumePoint(
+            resume_from, resume_state, checkpoint.read_training_state(resume_from)
+        )
         run = RunProgress(
             step=resume_state["step"],
             tokens_seen=resume_state["tokens_seen"],
@@ -234,10 +250,9 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
             val_loss=resume_state["val_loss"],
             best_val_loss=resume_state.get("best_val_loss"),
         )
-        phase = resume_state.get("phase", 0)
-        extend_positions(model, max(p.block_size for p in phases[: phase + 1]))
+        extend_positions(model, max(p.block_size for p in phases[: resume_point.phase + 1]))
         checkpoint.load_weights(resume_from, model)
-        checkpoint.restore_rng(resume_from)
+        checkpoint.restore_rng(resume_point.training)
         if ctx.is_main:
             print(f"glotta: resuming from {resume_from} (step {run.step})", flush=True)
     if cfg.activation_checkpointing:
@@ -257,6 +272,8 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
         disable=not ctx.is_main,
         dynamic_ncols=True,
     )
+    if ctx.is_main:
+        _write_train_config(run_dir, cfg, model_cfg, plans, model, ctx)
     try:
         with StopRequest() as stop:
             for index, (phase, plan) in enumerate(zip(phases, plans, strict=True)):
@@ -264,15 +281,13 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
                     continue  # finished before the resume
                 if extend_positions(model, phase.block_size) and ctx.is_main:
                     print(f"glotta: phase {index + 1}: positions extended to {phase.block_size}")
-                continuing = (
-                    resume_state if resume_state and resume_state.get("phase", 0) == index else None
-                )
+                resume_here = resume_point if resume_point and resume_point.phase == index else None
                 model = _train_phase(
                     phase, plan, index, phase_ends[index] - plan.total_steps, model, run,
-                    continuing and resume_from, run_dir, fingerprint, ctx, metrics, progress, stop,
+                    resume_here, run_dir, fingerprint, ctx, metrics, progress, stop,
                 )  # fmt: skip
-                resume_state = None
-                if ctx.is_main:
+                resume_point = None  # later phases start fresh
+                if ctx.is_main:  # again: n_positions may have grown
                     _write_train_config(run_dir, cfg, model_cfg, plans, model, ctx)
     finally:
         progress.close()
@@ -294,7 +309,7 @@ def _train_phase(
     first_step: int,
     model: torch.nn.Module,
     run: RunProgress,
-    resume_from: Path | None,
+    resume: ResumePoint | None,
     run_dir: RunDir,
     fingerprint: str,
     ctx: Dist,
@@ -311,9 +326,9 @@ def _train_phase(
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, plan.total_steps, cfg)
     position = DataPosition()
-    if resume_from is not None:
-        checkpoint.load_training_state(resume_from, model, optimizer, scheduler, sharded)
-        position = DataPosition(**checkpoint.read_trainer_state(resume_from)["data_position"])
+    if resume is not None:
+        checkpoint.load_training_state(resume.training, model, optimizer, scheduler, sharded)
+        position = DataPosition(**resume.trainer_state["data_position"])
     sampler = EpochSampler(train_data.num_blocks, cfg.seed + phase_index, position)
 
     amp = autocast_dtype(cfg, ctx.device)
