@@ -15,9 +15,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the dependency list or the pins change.
-$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+# PIP_CONSTRAINT reaches the isolated build environments of sdists; -c does not.
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt build-constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	PIP_CONSTRAINT=build-constraints.txt $(BIN)/pip install --quiet --disable-pip-version-check \
+		-c constraints.txt -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -37,7 +39,8 @@ lint: setup
 # make bench BENCH_ARGS='--pack "--size-mb 1024"'.
 BENCH_ARGS ?=
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,bench]"
+	PIP_CONSTRAINT=build-constraints.txt $(BIN)/pip install --quiet --disable-pip-version-check \
+		-c constraints.txt -e ".[dev,bench]"
 	touch $@
 
 bench: $(VENV)/.installed-bench

@@ -57,8 +57,10 @@ class CorpusConfig:
     )
     format: str = opt(
         "auto",
-        "Input format; 'auto' picks by file extension (.txt, .jsonl/.json, .parquet, .tsv).",
-        ("auto", "txt", "jsonl", "parquet", "tsv", "hf"),
+        "Input format; 'auto' picks by file extension (.txt, .jsonl/.json, .parquet, .tsv, "
+        ".xml = MediaWiki XML dump such as *-pages-articles*.xml.bz2). 'cirrus' = Wikipedia "
+        "CirrusSearch JSON dump (*-cirrussearch-content.json.gz).",
+        ("auto", "txt", "jsonl", "parquet", "tsv", "hf", "wikipedia", "cirrus"),
     )
     txt_documents: str = opt(
         "paragraphs",

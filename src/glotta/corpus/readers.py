@@ -42,6 +42,10 @@ class RawDocument:
     source: str  # file path, or hf://DATASET/CONFIG/SPLIT
     skip: str | None = None
     utf8_replaced: bool = False  # invalid UTF-8 bytes were replaced by U+FFFD
+    # Set by readers whose records carry their own markup (Wikipedia dumps: 'mediawiki'); the
+    # conversion itself runs later, in the cleaning workers, not in the reading process.
+    markup: str | None = None
+    title: str = ""  # article title, kept as the first block by markup conversion
 
 
 def iter_documents(cfg: CorpusConfig) -> Iterator[RawDocument]:
