@@ -31,6 +31,7 @@ FORMAT_BY_SUFFIX = {
     ".ndjson": "jsonl",
     ".parquet": "parquet",
     ".tsv": "tsv",
+    ".xml": "wikipedia",  # MediaWiki XML export (*-pages-articles*.xml.bz2)
 }
 
 
@@ -126,8 +127,8 @@ def _detect_format(path: Path, configured: str) -> str:
     fmt = configured if configured != "auto" else FORMAT_BY_SUFFIX.get(fmt_suffix)
     if fmt is None:
         raise GlottaError(
-            f"cannot tell the format of {path} from its extension "
-            f"({fmt_suffix or 'none'}); set corpus.format to txt, jsonl, parquet or tsv"
+            f"cannot tell the format of {path} from its extension ({fmt_suffix or 'none'}); "
+            "set corpus.format to txt, jsonl, parquet, tsv, wikipedia or cirrus"
         )
     if fmt == "parquet" and compression:
         # Parquet compresses internally and needs random access, which a .gz stream lacks.

@@ -11,6 +11,8 @@ Swedish wiki40b seed joined everything with spaces, which loses every paragraph 
 
 from __future__ import annotations
 
+from glotta.corpus.wikipedia import mediawiki_to_text
+
 WIKI40B_MARKERS = frozenset({"_START_ARTICLE_", "_START_SECTION_", "_START_PARAGRAPH_"})
 
 
@@ -24,8 +26,13 @@ def wiki40b_to_text(text: str) -> str:
     return "\n\n".join(blocks)
 
 
-def convert_markup(text: str, markup: str) -> str:
-    """Apply corpus.markup ('none' or 'wiki40b') to one document."""
+def convert_markup(text: str, markup: str, title: str = "") -> str:
+    """Apply a markup ('none', 'wiki40b', or 'mediawiki' from Wikipedia dumps) to one document.
+
+    ``title`` is used by 'mediawiki' only (wiki40b keeps its title inside the text).
+    """
     if markup == "wiki40b":
         return wiki40b_to_text(text)
+    if markup == "mediawiki":
+        return mediawiki_to_text(text, title)
     return text

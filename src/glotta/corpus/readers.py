@@ -1,4 +1,4 @@
-"""Stream raw documents out of files (txt, jsonl, parquet, tsv; .gz/.bz2/.zst) or the HF hub.
+"""Stream raw documents from files (txt, jsonl, parquet, tsv, Wikipedia dumps) or the HF hub.
 
 Everything here is a generator that holds one line, one paragraph or one Parquet batch at a time,
 so memory does not depend on corpus size. Records the reader cannot turn into a document (a broken
@@ -30,7 +30,14 @@ from glotta.errors import GlottaError
 
 log = logging.getLogger(__name__)
 
-READER_SKIP_REASONS = ("invalid_json", "missing_field", "bad_tsv_row")
+READER_SKIP_REASONS = (
+    "invalid_json",
+    "missing_field",
+    "bad_tsv_row",
+    "not_article",  # Wikipedia dumps: a page outside namespace 0 (talk, user, category...)
+    "redirect",
+    "disambiguation",
+)
 _WARN_FIRST = 5  # file:line warnings shown per skip reason; the rest are only counted
 
 
@@ -66,7 +73,13 @@ def _generate(cfg: CorpusConfig, sources: list[Source]) -> Iterator[RawDocument]
 
 def _read_text_file(cfg: CorpusConfig, source: Source, warned: Counter) -> Iterator[RawDocument]:
     path = source.path
-    reader = {"txt": _txt_records, "jsonl": _jsonl_records, "tsv": _tsv_records}[source.format]
+    reader = {
+        "txt": _txt_records,
+        "jsonl": _jsonl_records,
+        "tsv": _tsv_records,
+        "wikipedia": _wikipedia_records,
+        "cirrus": _cirrus_records,
+    }[source.format]
     try:
         fh = open_binary(path)
     except OSError as exc:
@@ -181,6 +194,18 @@ def _tsv_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
         # Columns are concatenated without a separator: in left/word/right contexts the word
         # column carries its own leading space.
         yield RawDocument("".join(cells[i] for i in cfg.tsv_columns), source, utf8_replaced=bad)
+
+
+def _wikipedia_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
+    from glotta.corpus.wikipedia import iter_wikipedia_xml  # imports this module: import late
+
+    return iter_wikipedia_xml(fh, source)
+
+
+def _cirrus_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
+    from glotta.corpus.wikipedia import iter_cirrus
+
+    return iter_cirrus(fh, source, warned)
 
 
 def _warn(warned: Counter, reason: str, message: str) -> None:
