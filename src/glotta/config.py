@@ -92,6 +92,102 @@ class CorpusConfig:
     test_fraction: float = opt(0.005, "Fraction of documents assigned to the test split.")
     split_salt: str = opt("glotta", "Salt of the content hash that assigns documents to splits.")
     max_documents: int = opt(0, "Stop after this many input documents (0 = read everything).")
+    # Language identification (py3langid's model, shipped in its wheel).
+    languages: list[str] = opt(
+        [], "Keep only text in these languages (ISO 639-1, e.g. ['sv']); [] = no language filter."
+    )
+    language_threshold: float = opt(
+        0.5, "Minimum confidence (0-1) of the language identifier for text to count as in-language."
+    )
+    language_mode: str = opt(
+        "document",
+        "'document' keeps or drops whole documents; 'lines' removes the lines in other languages "
+        "(for documents that mix languages).",
+        ("document", "lines"),
+    )
+    # Quality filters (Gopher's rules, Rae et al. 2021; C4's boilerplate lines). 0 = rule off.
+    quality_filter: bool = opt(False, "Apply the quality_* rules and remove boilerplate lines.")
+    quality_max_duplicate_line_fraction: float = opt(
+        0.30, "Drop documents whose non-blank lines are repeated lines beyond this fraction."
+    )
+    quality_max_duplicate_line_char_fraction: float = opt(
+        0.20, "Drop documents whose characters in repeated lines exceed this fraction."
+    )
+    quality_max_top_ngram_char_fraction: float = opt(
+        0.20,
+        "Drop documents whose most frequent word 2-gram covers more than this fraction of the "
+        "characters (3-grams: 0.02 less, 4-grams: 0.04 less).",
+    )
+    quality_max_duplicate_ngram_char_fraction: float = opt(
+        0.15,
+        "Drop documents whose repeated word 5-grams cover more than this fraction of the "
+        "characters (0.01 less per extra word, up to 10-grams).",
+    )
+    quality_max_symbol_word_ratio: float = opt(
+        0.10, "Drop documents with more '#' and ellipses per word than this."
+    )
+    quality_max_digit_fraction: float = opt(
+        0.30, "Drop documents whose non-space characters are digits beyond this fraction."
+    )
+    quality_min_letter_word_fraction: float = opt(
+        0.80, "Drop documents where fewer words than this fraction contain a letter."
+    )
+    quality_max_bullet_line_fraction: float = opt(
+        0.90, "Drop documents where more lines than this fraction start with a bullet."
+    )
+    quality_max_ellipsis_line_fraction: float = opt(
+        0.30, "Drop documents where more lines than this fraction end with an ellipsis."
+    )
+    quality_min_mean_word_length: float = opt(
+        3.0, "Drop space-separated documents whose mean word length is below this."
+    )
+    quality_max_mean_word_length: float = opt(
+        10.0, "Drop space-separated documents whose mean word length is above this."
+    )
+    boilerplate_patterns: list[str] = opt(
+        [
+            r"\bcookies?\b",
+            r"\bjavascript\b",
+            r"terms of (use|service)",
+            r"privacy policy",
+            r"all rights reserved",
+            r"lorem ipsum",
+        ],
+        "With quality_filter: lines matching one of these regular expressions (case-insensitive) "
+        "are removed (C4's boilerplate lines).",
+    )
+    scrub_pii: bool = opt(
+        False, "Replace e-mail addresses, phone numbers and IP addresses by <email>/<phone>/<ip>."
+    )
+    # Near-duplicate removal (MinHash + LSH, bounded memory).
+    near_dedup: bool = opt(False, "Drop near-duplicates (MinHash LSH), keeping the first seen.")
+    near_dedup_threshold: float = opt(
+        0.8, "Jaccard similarity of shingle sets above which documents count as near-duplicates."
+    )
+    near_dedup_ngram: int = opt(
+        5, "Shingle size: words for spaced scripts, characters for Japanese/Chinese/Thai."
+    )
+    near_dedup_permutations: int = opt(128, "MinHash permutations (signature length).")
+    near_dedup_memory_mb: float = opt(
+        256.0,
+        "Fixed memory of the LSH index (a Bloom filter); the estimated false-drop rate is reported.",
+    )
+    dropped_samples: int = opt(
+        20, "Write up to this many dropped documents per reason to dropped_samples.jsonl."
+    )
+    # Parallelism and scale-out.
+    workers: int = opt(
+        0, "Processes that clean and filter documents (0 = all cores, 1 = no extra process)."
+    )
+    executor: str = opt(
+        "local",
+        "'local' = this machine; 'datatrove-local', 'slurm', 'ray' = run the cleaning as sharded "
+        "datatrove tasks (pip install 'glotta[scale]'); finished tasks are skipped on a re-run.",
+        ("local", "datatrove-local", "slurm", "ray"),
+    )
+    tasks: int = opt(0, "datatrove executors: number of tasks (0 = one per input file).")
+    slurm_partition: str = opt("", "executor = 'slurm': partition to submit to.")
+    slurm_time: str = opt("24:00:00", "executor = 'slurm': time limit per task.")
 
 
 @dataclass(frozen=True)
@@ -262,6 +358,60 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class NerConfig:
+    """'glotta eval ner': fine-tune an encoder for named entities on CoNLL column files."""
+
+    train_file: str = opt(
+        "",
+        "CoNLL-style column file to fine-tune on (blank line between sentences); "
+        "'pkg://PACKAGE/sub/path' reads a file inside an installed Python package.",
+    )
+    test_file: str = opt(
+        "", "Column file to evaluate on ('' = hold out the last test_sentences of train_file)."
+    )
+    test_sentences: int = opt(
+        0,
+        "With test_file = '': the last N sentences of train_file are the test set and are not "
+        "trained on (hironsancorpus: 50, the package's own 450/50 split).",
+    )
+    token_column: int = opt(0, "Column holding the token (0-based; negative counts from the end).")
+    tag_column: int = opt(-1, "Column holding the gold tag (-1 = the last column).")
+    separator: str = opt(
+        "whitespace",
+        "What separates columns: any run of whitespace, or one tab.",
+        ("whitespace", "tab"),
+    )
+    scheme: str = opt(
+        "IOB2",
+        "Tag scheme; entities are read strictly (as seqeval's strict mode). 'auto' = BIOES/BILOU by "
+        "their prefixes, IOB1 if more gold entities start with I- than with B-, else IOB2.",
+        ("auto", "IOB1", "IOB2", "BIOES", "BILOU"),
+    )
+    model: str = opt(
+        "",
+        "Folder of the encoder to fine-tune: any AutoModelForTokenClassification checkpoint, e.g. "
+        "a BertModel without head (a new head is added). '' = the run's export, else its latest "
+        "checkpoint.",
+    )
+    tokenizer: str = opt(
+        "", "Tokenizer folder (a fast tokenizer) if the model folder has none ('' = the model's)."
+    )
+    epochs: int = opt(3, "Passes over the training sentences.")
+    learning_rate: float = opt(5e-5, "Peak AdamW learning rate.")
+    batch_size: int = opt(16, "Sentences per optimizer step (and per prediction batch).")
+    max_length: int = opt(
+        256,
+        "Subword tokens per sentence, special tokens included; longer sentences are truncated "
+        "(counted and reported) and their cut-off words predicted as 'O'.",
+    )
+    seeds: list[int] = opt([0, 1, 2], "One fine-tuning per seed; results are mean ± std.")
+    warmup_fraction: float = opt(0.1, "Share of the steps with linear warmup (then linear decay).")
+    weight_decay: float = opt(0.01, "AdamW weight decay (not on biases and LayerNorm weights).")
+    grad_clip: float = opt(1.0, "Clip the global gradient norm to this value (0 = off).")
+    device: str = opt("auto", "'auto' (cuda if available), 'cpu' or 'cuda'.")
+
+
+@dataclass(frozen=True)
 class Recipe:
     recipe: RecipeInfo = field(default_factory=RecipeInfo)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
@@ -272,6 +422,7 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    ner: NerConfig = field(default_factory=NerConfig)
 
 
 SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Recipe)}  # type: ignore[misc]

@@ -50,6 +50,10 @@ def test_stage_outputs_stats_and_marker(tmp_path, corpus_file, capsys):
         "max_documents_reached",
         "files",
         "elapsed_seconds",
+        "events",
+        "near_dedup",
+        "executor",
+        "workers",
     }
     assert stats["documents_in"] == 305
     assert stats["dropped"] == {

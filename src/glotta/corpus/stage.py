@@ -4,14 +4,19 @@
     glotta corpus RECIPE --set corpus.inputs='["texts/*.txt.gz"]'
 
 Writes ``train.jsonl``, ``valid.jsonl``, ``test.jsonl`` (one ``{"text": ...}`` per line),
-``stats.json`` (what came in, what went out, why documents were dropped) and, last,
-``COMPLETE.json``. One pass, streaming: memory is the dedup set (~70 B per unique document).
+``stats.json`` (what came in, what went out, why documents were dropped),
+``dropped_samples.jsonl`` (a few dropped documents per reason, to check the filters) and, last,
+``COMPLETE.json``. One streaming pass: reading and writing here, the per-document work
+(``process.py``: markup, cleaning, language, quality, PII, MinHash) in worker processes, or as
+datatrove tasks on a cluster (``scale.py``). Memory is the exact-dedup set (~70 B per unique
+document) plus the fixed-size near-duplicate filter.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import sys
 import time
 from collections import Counter
@@ -21,16 +26,31 @@ from typing import Any
 from tqdm import tqdm
 
 from glotta.config import CorpusConfig
-from glotta.corpus.clean import DROP_REASONS_CLEAN, clean_text, length_drop_reason
+from glotta.corpus.clean import DROP_REASONS_CLEAN
 from glotta.corpus.dedup import ExactDedup, assign_split, check_fractions
-from glotta.corpus.markup import convert_markup
+from glotta.corpus.near_dedup import BloomLSH, lsh_parameters
+from glotta.corpus.process import DocumentProcessor, Processed, process_stream, worker_count
+from glotta.corpus.quality import QUALITY_DROP_REASONS
 from glotta.corpus.readers import READER_SKIP_REASONS, iter_documents
 from glotta.documents import SPLITS, DocumentWriter
 from glotta.errors import GlottaError
 from glotta.rundir import begin_stage, mark_complete, stage_fingerprint, write_json_atomic
 
-DROP_REASONS = (*READER_SKIP_REASONS, *DROP_REASONS_CLEAN, "duplicate")
+DROP_REASONS = (
+    *READER_SKIP_REASONS,
+    *DROP_REASONS_CLEAN,
+    "language",
+    *QUALITY_DROP_REASONS,
+    "duplicate",
+    "near_duplicate",
+)
 STATS_FILE = "stats.json"
+SAMPLES_FILE = "dropped_samples.jsonl"
+SAMPLE_CHARS = 2000  # dropped documents are cut to this length in the samples file
+_QUALITY_ADVICE = (
+    "relax that corpus.quality_* threshold (0 turns the rule off) or set "
+    "corpus.quality_filter = false"
+)
 
 # What to tell the user when a corpus comes out empty, by the reason that dropped the most.
 _ADVICE = {
@@ -41,6 +61,12 @@ _ADVICE = {
     "too_short": "lower corpus.min_chars or use corpus.txt_documents = 'paragraphs' or 'file'",
     "too_long": "raise corpus.max_chars (0 = no limit) or split the text into documents",
     "duplicate": "the inputs repeat the same text; add more distinct text",
+    "not_article": "the dump holds no articles in namespace 0; use a *-pages-articles* dump",
+    "redirect": "the dump holds only redirect pages; use a *-pages-articles* dump",
+    "disambiguation": "the dump holds only disambiguation pages; use a *-pages-articles* dump",
+    "near_duplicate": "raise corpus.near_dedup_threshold or set corpus.near_dedup = false",
+    "language": "check corpus.languages or lower corpus.language_threshold",
+    **{reason: _QUALITY_ADVICE for reason in QUALITY_DROP_REASONS},
 }
 
 
@@ -57,6 +83,12 @@ def check_config(cfg: CorpusConfig) -> None:
         raise GlottaError("corpus.text_fields is empty: name the field(s) that hold the text")
     if not cfg.tsv_columns or min(cfg.tsv_columns) < 0:
         raise GlottaError(f"corpus.tsv_columns = {cfg.tsv_columns}: give 0-based column numbers")
+    if cfg.executor != "local" and cfg.max_documents:
+        raise GlottaError(
+            f"corpus.max_documents works with corpus.executor = 'local' only (not "
+            f"{cfg.executor!r}); limit the inputs instead"
+        )
+    DocumentProcessor(cfg)  # rejects unknown languages and impossible near-dedup settings
 
 
 def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
@@ -66,7 +98,7 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
     documents = iter_documents(cfg)  # resolves inputs now: a missing file fails before any work
     begin_stage(out_dir)
     # Outputs of an earlier run must not survive next to a failed one and look current.
-    for name in (*(f"{s}.jsonl" for s in SPLITS), STATS_FILE):
+    for name in (*(f"{s}.jsonl" for s in SPLITS), STATS_FILE, SAMPLES_FILE):
         (out_dir / name).unlink(missing_ok=True)
 
     started = time.perf_counter()
@@ -74,8 +106,18 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
     try:
         for split in SPLITS:
             writers[split] = DocumentWriter(out_dir / f"{split}.jsonl")
-        with contextlib.closing(documents):  # closes the open input file on early exit
-            counts = _process(cfg, documents, writers)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(contextlib.closing(documents))  # the open input file
+            if cfg.executor == "local":
+                if cfg.max_documents:
+                    documents = itertools.islice(documents, cfg.max_documents)
+                processed = process_stream(cfg, documents)
+            else:
+                from glotta.corpus.scale import run_sharded
+
+                processed = run_sharded(cfg, out_dir)
+            stack.enter_context(contextlib.closing(processed))  # closed first: stops the workers
+            counts = _consume(cfg, processed, writers)
         if writers["train"].documents == 0:
             raise GlottaError(_empty_message(cfg, counts, writers))
     except BaseException:
@@ -85,6 +127,7 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
     for writer in writers.values():
         writer.close()
 
+    _write_samples(out_dir / SAMPLES_FILE, counts["samples"])
     stats = _stats(cfg, counts, writers, time.perf_counter() - started)
     write_json_atomic(out_dir / STATS_FILE, stats)
     print(format_summary(stats), file=sys.stderr)
@@ -98,22 +141,17 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
     return stats
 
 
-def clean_document(cfg: CorpusConfig, raw_text: str) -> tuple[str, str | None]:
-    """Markup conversion, cleaning and the length filter: the text and its drop reason (or None)."""
-    text = clean_text(convert_markup(raw_text, cfg.markup), cfg.normalization)
-    return text, length_drop_reason(text, cfg.min_chars, cfg.max_chars)
-
-
-def _process(cfg: CorpusConfig, documents, writers: dict[str, DocumentWriter]) -> dict:
-    """The pipeline proper: markup -> clean -> length filter -> dedup -> split -> write."""
+def _consume(cfg: CorpusConfig, processed, writers: dict[str, DocumentWriter]) -> dict:
+    """The serial part: count, exact dedup, near dedup, split, write; keep samples of drops."""
     dropped: Counter[str] = Counter()
     files: Counter[str] = Counter()
+    events: Counter[str] = Counter()
+    samples: dict[str, list[dict]] = {}
     dedup = ExactDedup() if cfg.dedup else None
+    near = BloomLSH(cfg.near_dedup_memory_mb) if cfg.near_dedup else None
     documents_in = bytes_in = utf8_replaced = 0
-    if cfg.max_documents:
-        documents = itertools.islice(documents, cfg.max_documents)
     progress = tqdm(
-        documents,
+        processed,
         desc="corpus",
         unit=" docs",
         total=cfg.max_documents or None,
@@ -121,31 +159,67 @@ def _process(cfg: CorpusConfig, documents, writers: dict[str, DocumentWriter]) -
         disable=None,  # no bar when stderr is not a terminal (logs, CI)
         mininterval=1.0,
     )
-    for raw in progress:
+    doc: Processed
+    for doc in progress:
         documents_in += 1
-        files[raw.source] += 1
-        utf8_replaced += raw.utf8_replaced
-        if raw.skip:
-            dropped[raw.skip] += 1
-            continue
-        bytes_in += len(raw.text.encode("utf-8"))
-        text, reason = clean_document(cfg, raw.text)
-        if reason is None and dedup is not None and dedup.is_duplicate(text):
+        files[doc.source] += 1
+        utf8_replaced += doc.utf8_replaced
+        bytes_in += doc.bytes_in
+        events.update(doc.events)
+        reason = doc.drop
+        if reason is None and dedup is not None and dedup.is_duplicate(doc.text):
             reason = "duplicate"
+        if reason is None and near is not None and near.seen_or_add(doc.band_keys):
+            reason = "near_duplicate"
         if reason:
             dropped[reason] += 1
+            kept = samples.setdefault(reason, [])
+            if len(kept) < cfg.dropped_samples and doc.text:
+                kept.append(
+                    {"reason": reason, "source": doc.source, "text": doc.text[:SAMPLE_CHARS]}
+                )
             continue
-        split = assign_split(text, cfg.split_salt, cfg.valid_fraction, cfg.test_fraction)
-        writers[split].write(text)
+        split = assign_split(doc.text, cfg.split_salt, cfg.valid_fraction, cfg.test_fraction)
+        writers[split].write(doc.text)
     progress.close()
     return {
         "documents_in": documents_in,
         "bytes_in": bytes_in,
         "dropped": dropped,
         "files": files,
+        "events": events,
+        "samples": samples,
+        "near_dedup": _near_dedup_stats(cfg, near),
         "utf8_replaced": utf8_replaced,
         "max_documents_reached": bool(cfg.max_documents) and documents_in >= cfg.max_documents,
     }
+
+
+def _near_dedup_stats(cfg: CorpusConfig, near: BloomLSH | None) -> dict[str, Any] | None:
+    if near is None:
+        return None
+    bands, rows = lsh_parameters(cfg.near_dedup_permutations, cfg.near_dedup_threshold)
+    per_key = near.false_positive_rate()
+    return {
+        "threshold": cfg.near_dedup_threshold,
+        "ngram": cfg.near_dedup_ngram,
+        "bands": bands,
+        "rows": rows,
+        "memory_mb": cfg.near_dedup_memory_mb,
+        "keys_stored": near.keys_added,
+        # A document is wrongly dropped when any of its band keys is a false positive.
+        "estimated_false_drop_rate": 1.0 - (1.0 - per_key) ** bands,
+    }
+
+
+def _write_samples(path: Path, samples: dict[str, list[dict]]) -> None:
+    """Dropped documents, grouped by reason, for a person to check what the filters removed."""
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for reason in sorted(samples):
+            for sample in samples[reason]:
+                fh.write(json.dumps(sample, ensure_ascii=False) + "\n")
+    tmp.replace(path)
 
 
 def _stats(cfg: CorpusConfig, counts: dict, writers: dict, elapsed: float) -> dict[str, Any]:
@@ -158,10 +232,14 @@ def _stats(cfg: CorpusConfig, counts: dict, writers: dict, elapsed: float) -> di
         "bytes_out": sum(s["bytes"] for s in splits.values()),
         "splits": splits,
         "dropped": {reason: counts["dropped"][reason] for reason in DROP_REASONS},
+        "events": dict(sorted(counts["events"].items())),
+        "near_dedup": counts["near_dedup"],
         "invalid_utf8_replaced": counts["utf8_replaced"],
         "max_documents_reached": counts["max_documents_reached"],
         "files": dict(counts["files"]),
         "elapsed_seconds": round(elapsed, 3),
+        "executor": cfg.executor,
+        "workers": worker_count(cfg),
     }
 
 
@@ -180,6 +258,23 @@ def format_summary(stats: dict[str, Any]) -> str:
         lines.append(
             f"corpus: dropped {sum(dropped.values()):,}: "
             + ", ".join(f"{r} {n:,}" for r, n in sorted(dropped.items(), key=lambda x: -x[1]))
+        )
+    if stats["events"]:
+        lines.append(
+            "corpus: changed inside kept documents: "
+            + ", ".join(f"{k.replace('_', ' ')} {n:,}" for k, n in stats["events"].items())
+        )
+    near = stats["near_dedup"]
+    if near:
+        lines.append(
+            f"corpus: near-dedup {near['bands']} bands x {near['rows']} rows (Jaccard "
+            f"{near['threshold']}), {near['keys_stored']:,} keys in {near['memory_mb']:g} MB, "
+            f"estimated false drops {near['estimated_false_drop_rate']:.2e}"
+            + (
+                " (high: raise corpus.near_dedup_memory_mb)"
+                if near["estimated_false_drop_rate"] > 1e-3
+                else ""
+            )
         )
     if stats["invalid_utf8_replaced"]:
         lines.append(

@@ -24,9 +24,9 @@ from tokenizers import Tokenizer
 
 from glotta.config import CorpusConfig, TokenizerConfig
 from glotta.corpus.dedup import assign_split
+from glotta.corpus.process import process_stream
 from glotta.corpus.readers import iter_documents
 from glotta.corpus.stage import check_config as corpus_check_config
-from glotta.corpus.stage import clean_document
 from glotta.documents import read_documents
 from glotta.errors import GlottaError
 from glotta.rundir import (
@@ -87,8 +87,8 @@ def train_tokenizer_on_files(
     """Standalone: ``glotta tokenizer --input FILE... --out DIR``, without a run directory.
 
     The files are read by the corpus readers (text, JSONL, Parquet, TSV, compressed; the
-    recipe's ``[corpus]`` section says how) and cleaned as the corpus stage does (markup,
-    normalization, length bounds; no dedup). Documents that the corpus split would put in
+    recipe's ``[corpus]`` section says how) and cleaned and filtered as the corpus stage does
+    (markup, normalization, length, language and quality filters; no dedup). Documents that the corpus split would put in
     "valid" are held out to measure fertility, as in a run. The folder is written under a
     temporary name and renamed when complete, so a failure leaves nothing that looks finished.
     """
@@ -99,21 +99,20 @@ def train_tokenizer_on_files(
             raise GlottaError(
                 f"{out_dir} exists and is not a tokenizer folder; choose another --out"
             )
-    source_cfg = dataclasses.replace(corpus_cfg, inputs=[str(p) for p in paths], dedup=False)
+    source_cfg = dataclasses.replace(
+        corpus_cfg, inputs=[str(p) for p in paths], dedup=False, near_dedup=False
+    )
     corpus_check_config(source_cfg)
     held_out: list[str] = []
     first_train: list[str] = []  # fertility falls back to these when nothing was held out
     skipped: Counter[str] = Counter()
 
     def training_texts():
-        for raw in iter_documents(source_cfg):
-            if raw.skip:
-                skipped[raw.skip] += 1
+        for doc in process_stream(source_cfg, iter_documents(source_cfg)):
+            if doc.drop:
+                skipped[doc.drop] += 1
                 continue
-            text, reason = clean_document(source_cfg, raw.text)
-            if reason:
-                skipped[reason] += 1
-                continue
+            text = doc.text
             split = assign_split(
                 text, source_cfg.split_salt, source_cfg.valid_fraction, source_cfg.test_fraction
             )
