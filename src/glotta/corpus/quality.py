@@ -32,12 +32,17 @@ QUALITY_DROP_REASONS = (
     "word_length",
 )
 
-_TOKEN_SPACED = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _TOKEN_UNSPACED = re.compile(
     r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff\u1000-\u109f"
-    r"\u1780-\u17ff]|\w+|[^\w\s]",
+    r"\u1780-\u17ff]|\w+",
     re.UNICODE,
 )
+_EDGE_PUNCTUATION = (
+    "".join(chr(c) for c in range(0x2000, 0x2070)) + "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~«»¿¡"
+)
+# In unspaced scripts one character stands for a word in the rules below; a Japanese word is
+# about two characters long, so n-gram lengths are doubled to cover a similar span of text.
+UNSPACED_NGRAM_FACTOR = 2
 # Gopher drops documents under 50 words before its repetition rules; we keep short documents
 # (sentence corpora are legitimate) but judge n-gram repetition only where it means something,
 # and the bullet/ellipsis line rules only on documents with a few lines.
@@ -48,9 +53,12 @@ _ELLIPSIS = re.compile(r"(\.\.\.|…)\s*$")
 
 
 def split_words(text: str) -> list[str]:
-    """Words and punctuation marks; one word per character for scripts written without spaces."""
-    pattern = _TOKEN_UNSPACED if is_unspaced(text) else _TOKEN_SPACED
-    return pattern.findall(text)
+    """Words as Gopher counts them: whitespace-separated, with surrounding punctuation removed;
+    for scripts written without spaces, one word per character (and runs of other letters)."""
+    if is_unspaced(text):
+        return _TOKEN_UNSPACED.findall(text)
+    words = (w.strip(_EDGE_PUNCTUATION) for w in text.split())
+    return [w for w in words if w]
 
 
 def remove_boilerplate_lines(text: str, patterns: list[re.Pattern]) -> tuple[str, int]:
@@ -75,11 +83,11 @@ def quality_drop_reason(text: str, cfg: CorpusConfig) -> str | None:
     lines = [line for line in text.split("\n") if line.strip()]
     if _repeated_lines(lines, cfg):
         return "repeated_lines"
-    tokens = split_words(text)
-    words = [w for w in tokens if w[0].isalnum() or w[0] == "_"]
+    words = split_words(text)
     if not words:
         return "few_letters"
-    if len(words) >= MIN_WORDS_FOR_NGRAM_RULES and _repeated_ngrams(words, cfg):
+    scale = UNSPACED_NGRAM_FACTOR if is_unspaced(text) else 1
+    if len(words) >= MIN_WORDS_FOR_NGRAM_RULES * scale and _repeated_ngrams(words, cfg, scale):
         return "repeated_ngrams"
     symbols = text.count("#") + text.count("...") + text.count("…")
     if (
@@ -137,12 +145,13 @@ def _repeated_lines(lines: list[str], cfg: CorpusConfig) -> bool:
     )
 
 
-def _repeated_ngrams(words: list[str], cfg: CorpusConfig) -> bool:
+def _repeated_ngrams(words: list[str], cfg: CorpusConfig, scale: int = 1) -> bool:
     total = sum(len(w) for w in words)
     if total == 0:
         return False
     if cfg.quality_max_top_ngram_char_fraction:
         for n, limit in ((2, 0.0), (3, 0.02), (4, 0.04)):
+            n *= scale
             if len(words) < n + 1:
                 break
             grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
@@ -153,10 +162,10 @@ def _repeated_ngrams(words: list[str], cfg: CorpusConfig) -> bool:
                 return True
     if cfg.quality_max_duplicate_ngram_char_fraction:
         for n in range(5, 11):
-            if len(words) < n + 1:
+            if len(words) < n * scale + 1:
                 break
             limit = cfg.quality_max_duplicate_ngram_char_fraction - (n - 5) * 0.01
-            if _duplicated_ngram_chars(words, n) / total > limit:
+            if _duplicated_ngram_chars(words, n * scale) / total > limit:
                 return True
     return False
 
