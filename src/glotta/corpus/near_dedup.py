@@ -35,14 +35,18 @@ _UNSPACED = re.compile(
     "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]"
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
+_LETTER = re.compile(r"[^\W\d_]")
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
 def is_unspaced(text: str, sample_chars: int = 2000) -> bool:
     """True when at least a third of the letters in the text's start belong to unspaced scripts."""
     sample = text[:sample_chars]
-    letters = sum(1 for ch in sample if ch.isalpha())
-    return letters > 0 and len(_UNSPACED.findall(sample)) * 3 >= letters
+    unspaced = len(_UNSPACED.findall(sample))
+    if not unspaced:
+        return False
+    letters = len(_LETTER.findall(sample))
+    return unspaced * 3 >= letters
 
 
 def shingles(text: str, ngram: int, unit: str = "auto") -> list[str]:
