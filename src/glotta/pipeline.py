@@ -30,6 +30,7 @@ class Stage:
 def _stages() -> list[Stage]:
     # Imported here so `glotta --help` stays fast and light stages don't import torch.
     from glotta.corpus import run_corpus
+    from glotta.corpus.stage import output_settings as corpus_output_settings
     from glotta.evaluate.stage import run_eval
     from glotta.export.stage import ExportStage, run_export
     from glotta.tokenizer.pack import run_pack
@@ -40,7 +41,7 @@ def _stages() -> list[Stage]:
         Stage(
             "corpus",
             lambda d, r: d.corpus,
-            lambda d, r: (r.corpus, []),
+            lambda d, r: (corpus_output_settings(r.corpus), []),
             lambda d, r: run_corpus(r.corpus, d.corpus),
         ),
         Stage(

@@ -145,3 +145,16 @@ def test_wikipedia_dump_through_glotta_corpus(tmp_path):
     assert first.startswith(f"Artikel 0\n\nArtikel 0 är en artikel.\n\nHistoria\n\n{answers[0]}")
     assert "Kategori" not in first and "Faktamall" not in first
     assert "near_dedup" in result.stderr or "near-dedup" in result.stderr
+
+
+def test_execution_keys_do_not_change_the_stage_fingerprint():
+    from glotta.corpus.stage import output_settings
+    from glotta.rundir import stage_fingerprint
+
+    base = CorpusConfig(inputs=["a.txt"])
+    spread = CorpusConfig(
+        inputs=["a.txt"], workers=7, executor="slurm", tasks=9, slurm_partition="cpu"
+    )
+    assert stage_fingerprint(output_settings(base)) == stage_fingerprint(output_settings(spread))
+    other = CorpusConfig(inputs=["a.txt"], near_dedup=True)
+    assert stage_fingerprint(output_settings(base)) != stage_fingerprint(output_settings(other))

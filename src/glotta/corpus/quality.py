@@ -125,9 +125,7 @@ def quality_drop_reason(text: str, cfg: CorpusConfig) -> str | None:
         ellipses = sum(1 for line in lines if _ELLIPSIS.search(line))
         if ellipses / len(lines) > cfg.quality_max_ellipsis_line_fraction:
             return "ellipsis_lines"
-    if not unspaced and (
-        cfg.quality_min_mean_word_length or cfg.quality_max_mean_word_length
-    ):
+    if not unspaced and (cfg.quality_min_mean_word_length or cfg.quality_max_mean_word_length):
         mean = sum(len(w) for w in words) / len(words)
         too_short = cfg.quality_min_mean_word_length and mean < cfg.quality_min_mean_word_length
         too_long = cfg.quality_max_mean_word_length and mean > cfg.quality_max_mean_word_length

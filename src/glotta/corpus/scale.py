@@ -33,6 +33,7 @@ from glotta.config import CorpusConfig
 from glotta.corpus.inputs import resolve_inputs
 from glotta.corpus.process import DocumentProcessor, Processed, worker_count
 from glotta.corpus.readers import iter_documents
+from glotta.corpus.stage import output_settings
 from glotta.errors import GlottaError
 from glotta.rundir import stage_fingerprint
 
@@ -99,7 +100,9 @@ def run_sharded(cfg: CorpusConfig, out_dir: Path) -> Iterator[Processed]:
     files = [str(s.path) for s in sources]
     tasks = cfg.tasks or len(files)
     shard_root = Path(out_dir) / SHARDS_DIR
-    shard_dir = shard_root / stage_fingerprint(cfg)[:16]
+    # Shards depend on the settings and on how files are split into tasks, not on the executor.
+    settings = dataclasses.replace(output_settings(cfg), tasks=tasks)
+    shard_dir = shard_root / stage_fingerprint(settings)[:16]
     for old in shard_root.glob("*"):  # shards of other settings can never be merged again
         if old != shard_dir:
             shutil.rmtree(old, ignore_errors=True)

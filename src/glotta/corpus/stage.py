@@ -15,6 +15,7 @@ document) plus the fixed-size near-duplicate filter.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import sys
@@ -91,6 +92,17 @@ def check_config(cfg: CorpusConfig) -> None:
     DocumentProcessor(cfg)  # rejects unknown languages and impossible near-dedup settings
 
 
+# How the work is spread does not change what is written: a run with other values of these keys
+# is the same stage (glotta run does not redo it).
+EXECUTION_KEYS = ("workers", "executor", "tasks", "slurm_partition", "slurm_time")
+
+
+def output_settings(cfg: CorpusConfig) -> CorpusConfig:
+    """``cfg`` with the execution-only keys at their defaults: what the stage fingerprint hashes."""
+    defaults = CorpusConfig()
+    return dataclasses.replace(cfg, **{key: getattr(defaults, key) for key in EXECUTION_KEYS})
+
+
 def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
     """Run the corpus stage into ``out_dir``; return the statistics also saved as stats.json."""
     out_dir = Path(out_dir)
@@ -137,7 +149,9 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
         "bytes_out": stats["bytes_out"],
         **{f"{s}_documents": stats["splits"][s]["documents"] for s in SPLITS},
     }
-    mark_complete(out_dir, "corpus", stage_fingerprint(cfg), summary)  # last: the stage is done
+    mark_complete(
+        out_dir, "corpus", stage_fingerprint(output_settings(cfg)), summary
+    )  # last: the stage is done
     return stats
 
 
@@ -309,4 +323,4 @@ def _empty_message(cfg: CorpusConfig, counts: dict, writers: dict) -> str:
     )
 
 
-__all__ = ["DROP_REASONS", "check_config", "format_summary", "run_corpus"]
+__all__ = ["DROP_REASONS", "check_config", "format_summary", "output_settings", "run_corpus"]
