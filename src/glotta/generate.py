@@ -81,11 +81,21 @@ def generate_ids(
     history[: len(prompt)] = torch.tensor(prompt, device=device)
     length = len(prompt)
     ids = history[:length].unsqueeze(0)
-    past = None
+    # A cache of fixed size, written in place: transformers' default cache concatenates keys and
+    # values at every token (a copy of the whole cache per layer per token). Sized for this
+    # call only, so a 2,048-token model does not reserve 2,048 positions for 60 new tokens.
+    past = _static_cache(model, min(context, length + cfg.max_new_tokens))
     for _ in range(cfg.max_new_tokens):
         if length >= context:
             break  # learned position embeddings end here
-        out = model(input_ids=ids, past_key_values=past, use_cache=True)
+        start = length - ids.shape[1]
+        out = model(
+            input_ids=ids,
+            past_key_values=past,
+            use_cache=True,
+            cache_position=torch.arange(start, length, device=device),
+            logits_to_keep=1,  # the prompt's other positions need no logits
+        )
         past = out.past_key_values
         candidates, values = _candidates(out.logits[0, -1], history[:length], cfg)
         if len(candidates) == 1:
@@ -99,6 +109,16 @@ def generate_ids(
         history[length] = token
         ids = history[length : length + 1].unsqueeze(0)
         length += 1
+
+
+def _static_cache(model, max_len: int):
+    """A transformers StaticCache for ``model``, or None (the default cache) if it has none."""
+    try:
+        from transformers.cache_utils import StaticCache
+
+        return StaticCache(config=model.config, max_cache_len=max_len)
+    except (ImportError, TypeError, ValueError):  # older transformers or an unusual config
+        return None
 
 
 def stream_text(
@@ -125,9 +145,14 @@ def stream_text(
 def generate_to_stdout(
     model_dir: Path, prompt: str, cfg: GenerateConfig, tokenizer_dir=None
 ) -> str:
-    """Print the prompt, then the generated continuation as it comes; return the continuation."""
-    from glotta.models import eos_id_of, load_causal_lm, load_tokenizer
+    """Print the prompt, then the generated continuation as it comes; return the continuation.
 
+    A masked LM (BERT/RoBERTa) does not generate: its top guesses for the masks are printed.
+    """
+    from glotta.models import eos_id_of, is_masked_lm, load_causal_lm, load_tokenizer
+
+    if is_masked_lm(model_dir):
+        return fill_masks_to_stdout(model_dir, prompt, tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir or model_dir)
     model = load_causal_lm(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
     eos_id = eos_id_of(tokenizer, model)
@@ -140,3 +165,31 @@ def generate_to_stdout(
         sys.stdout.flush()
     sys.stdout.write("\n")
     return "".join(pieces)
+
+
+@torch.no_grad()
+def fill_masks_to_stdout(model_dir: Path, prompt: str, tokenizer_dir=None, top_k: int = 5) -> str:
+    """Print a masked LM's ``top_k`` guesses for each mask token of the prompt (one is appended
+    when the prompt has none); return the prompt with every mask replaced by the best guess."""
+    from transformers import AutoTokenizer
+
+    from glotta.models import load_masked_lm
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir))
+    model = load_masked_lm(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
+    mask = tokenizer.mask_token
+    if mask not in prompt:
+        prompt = f"{prompt} {mask}".strip()
+    encoded = tokenizer(prompt, return_tensors="pt").to(model.device)
+    probs = model(**encoded).logits[0].float().softmax(-1)
+    ids = encoded["input_ids"][0].clone()
+    print(prompt)
+    for position in (ids == tokenizer.mask_token_id).nonzero().flatten().tolist():
+        best = probs[position].topk(top_k)
+        guesses = [
+            f"{tokenizer.decode([int(i)]).strip()} ({p:.3f})"
+            for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)
+        ]
+        print(f"  {mask} at token {position}: " + ", ".join(guesses))
+        ids[position] = best.indices[0]
+    return tokenizer.decode(ids, skip_special_tokens=True)
