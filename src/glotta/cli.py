@@ -194,6 +194,36 @@ def cmd_eval(args):
         print(json.dumps(results, indent=2))
 
 
+def cmd_eval_ner(args):
+    from glotta.evaluate.ner import format_ner_table, run_model_folders, run_ner
+    from glotta.pipeline import default_run_dir
+    from glotta.rundir import write_json_atomic
+
+    recipe = _resolve_recipe(args)
+    cfg = recipe.ner
+    run_dir = None  # results go to RUN_DIR/eval/ner.json only for the run's own model
+    if cfg.model:
+        model_dir, tokenizer_dir = Path(cfg.model), cfg.tokenizer or None
+        if args.run_dir and model_dir.resolve().is_relative_to(args.run_dir.resolve()):
+            run_dir = RunDir(args.run_dir)
+    else:
+        run_dir = RunDir(args.run_dir or default_run_dir(recipe))
+        model_dir, tokenizer_dir = run_model_folders(run_dir)
+        tokenizer_dir = cfg.tokenizer or tokenizer_dir
+    result = run_ner(cfg, model_dir, tokenizer_dir)
+    if run_dir is not None:
+        run_dir.eval.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir.eval / "ner.json", result)
+        print(
+            f"ner: results written to {run_dir.eval / 'ner.json'}; `glotta export` puts them on "
+            "the model card",
+            file=sys.stderr,
+        )
+    print(
+        json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_ner_table(result)
+    )
+
+
 def cmd_generate(args):
     from glotta.generate import generate_to_stdout
 
@@ -290,7 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-resume", action="store_true", help="Start from scratch even if checkpoints exist."
     )
-    p = stage("eval", cmd_eval, "Perplexity and bits per byte on held-out text.", ["eval"])
+    p = stage(
+        "eval",
+        cmd_eval,
+        "Perplexity and bits per byte on held-out text (`glotta eval ner ...`: named entities).",
+        ["eval"],
+    )
     p.add_argument(
         "--model",
         action="append",
@@ -299,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--text", type=Path, help="Text (.txt paragraphs or .jsonl) for --model.")
     p.add_argument("--tokenizer", help="Tokenizer folder if the model folder has none.")
+    p.add_argument("--json", action="store_true", help="Print results as JSON.")
+    p = stage(
+        "eval-ner",
+        cmd_eval_ner,
+        "Fine-tune an encoder for named entities on CoNLL column files and report entity-level "
+        "F1 over several seeds (also spelled `glotta eval ner`).",
+        ["ner"],
+    )
+    p.add_argument("--train", dest="ner__train_file", metavar="FILE", help="Same as --train-file.")
+    p.add_argument("--test", dest="ner__test_file", metavar="FILE", help="Same as --test-file.")
     p.add_argument("--json", action="store_true", help="Print results as JSON.")
     p = stage(
         "generate",
@@ -328,6 +373,9 @@ def main(argv: list[str] | None = None) -> None:
     # transformers' per-load progress bars and advice drown our own progress output; errors stay.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["eval", "ner"]:  # `glotta eval ner` is the eval-ner command
+        argv = ["eval-ner", *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -2,7 +2,7 @@
 
 The template (``model_card.md``) sits next to this code. Every number comes from a file in the
 run directory: corpus/stats.json, tokenizer/stats.json, train/train_config.json, train/summary.json,
-train/metrics.jsonl and eval/results.json.
+train/metrics.jsonl, eval/results.json and, after `glotta eval ner`, eval/ner.json.
 """
 
 from __future__ import annotations
@@ -264,6 +264,52 @@ def _results_section(results: dict) -> str:
     )
 
 
+def _ner_section(ner: dict) -> str:
+    """Named-entity results of `glotta eval ner` (RUN_DIR/eval/ner.json), if it was run."""
+    summary = ner.get("summary")
+    if not summary:
+        return ""
+    cfg, seeds = ner.get("config", {}), len(ner.get("seeds", []))
+
+    def f1(values: dict) -> str:
+        return (
+            f"{values['mean']:.3f} ± {values['std']:.3f}" if seeds > 1 else f"{values['mean']:.3f}"
+        )
+
+    rows = [
+        [
+            kind,
+            f"{s['precision']:.3f}",
+            f"{s['recall']:.3f}",
+            f1({"mean": s["f1"], "std": s["f1_std"]}),
+            s["support"],
+        ]
+        for kind, s in summary["per_type"].items()
+    ]
+    for avg in ("micro", "macro"):
+        rows.append(
+            [
+                f"**{avg}**",
+                f"{summary[f'{avg}_precision']['mean']:.3f}",
+                f"{summary[f'{avg}_recall']['mean']:.3f}",
+                f1(summary[f"{avg}_f1"]),
+                ner.get("test_entities", ""),
+            ]
+        )
+    return (
+        "### Named-entity recognition\n\n"
+        f"Fine-tuned with a new token-classification head on `{ner.get('train_file')}` "
+        f"({ner.get('train_sentences')} sentences) for {cfg.get('epochs')} epochs (learning rate "
+        f"{cfg.get('learning_rate')}, batch {cfg.get('batch_size')}) and tested on "
+        f"`{ner.get('test_file')}` ({ner.get('test_sentences')} sentences, "
+        f"{ner.get('test_entities')} entities, {ner.get('scheme')} tags). Entity-level strict "
+        f"scores (as seqeval's strict mode), mean over {seeds} seed(s)"
+        + (" ± sample standard deviation of F1" if seeds > 1 else "")
+        + ":\n\n"
+        + _table(["type", "precision", "recall", "F1", "support"], rows)
+    )
+
+
 def render_card(
     run_dir_files: dict[str, Path], info: RecipeInfo, tags: list[str], widget: str, loss_curve: str
 ) -> str:
@@ -272,6 +318,7 @@ def render_card(
     train_config = _read_json(run_dir_files["train_config"])
     summary = _read_json(run_dir_files["train_summary"])
     results = _read_json(run_dir_files["eval_results"])
+    ner = _read_json(run_dir_files["ner_results"]) if "ner_results" in run_dir_files else {}
     template = string.Template(
         importlib.resources.files("glotta.export").joinpath("model_card.md").read_text("utf-8")
     )
@@ -294,6 +341,7 @@ def render_card(
         loss_curve=loss_curve,
         compute_section=_compute_section(train_config, summary),
         results_section=_results_section(results),
+        ner_section=_ner_section(ner),
         limitations=limitations,
         citation_section=f"## Provenance\n\n{info.citation}" if info.citation else "",
     )

@@ -88,6 +88,7 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
             "train_config": run_dir.train / "train_config.json",
             "train_summary": run_dir.train / "summary.json",
             "eval_results": run_dir.eval / "results.json",
+            "ner_results": run_dir.eval / "ner.json",
         },
         info,
         cfg.tags,
