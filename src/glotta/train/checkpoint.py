@@ -131,8 +131,10 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
     """Load a checkpoint's weights into an unsharded model of the same shape."""
     state = load_file(path / "model.safetensors")
     missing, unexpected = model.load_state_dict(state, strict=False)
-    # Tied output embeddings are saved once by save_pretrained; anything else missing is a bug.
-    missing = [k for k in missing if k not in ("lm_head.weight",)]
+    # Tied output embeddings (GPT-2's lm_head.weight, BERT's cls.predictions.decoder.weight and
+    # .bias) are saved once by save_pretrained; anything else missing is a bug.
+    tied = {"lm_head.weight", *(getattr(model, "_tied_weights_keys", None) or {})}
+    missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise RuntimeError(f"checkpoint {path} does not match the model: {missing} {unexpected}")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from glotta.tokenizer.shards import open_shard
 
 
@@ -37,8 +38,15 @@ class BlockDataset:
         self.block_size = block_size
         self.num_blocks = (len(self.tokens) - 1) // block_size
 
-    def batch(self, indices: list[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and next-token targets, int64, shape (len(indices), block_size)."""
+    def batch(
+        self, indices: list[int] | np.ndarray, *, step: int = 0, first_row: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and next-token targets, int64, shape (len(indices), block_size).
+
+        ``step`` and ``first_row`` place the rows in the run (the masked-LM blocks of
+        :class:`glotta.masking.MaskedBlockDataset` draw their masks from them); next-token
+        targets need no randomness and ignore them.
+        """
         size = self.block_size
         rows = [np.asarray(self.tokens[i * size : i * size + size + 1]) for i in indices]
         block = torch.from_numpy(np.stack(rows).astype(np.int64))
