@@ -3,6 +3,8 @@
 The stage scores the latest checkpoint on the held-out test split (documents exactly as the corpus
 stage wrote them) next to a unigram baseline fitted on the train shard, and writes
 RUN_DIR/eval/results.json. Standalone evaluation compares any number of HF folders on a text file.
+A masked LM (BERT/RoBERTa) is scored on its masked tokens instead (:mod:`glotta.evaluate.masked`):
+on the packed test shard, in blocks of the trained length, with fixed masks.
 """
 
 from __future__ import annotations
@@ -12,14 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from glotta.tokenizer.shards import open_shard
 from tokenizers import Tokenizer
 
 from glotta.config import EvalConfig
 from glotta.documents import read_documents
 from glotta.errors import GlottaError
 from glotta.evaluate.perplexity import Score, score_token_documents, unigram_baseline
-from glotta.models import eos_id_of, load_causal_lm, load_tokenizer
+from glotta.models import (
+    eos_id_of,
+    is_masked_lm,
+    load_causal_lm,
+    load_masked_lm,
+    load_tokenizer,
+    position_offset,
+)
 from glotta.rundir import (
     RunDir,
     begin_stage,
@@ -28,6 +36,7 @@ from glotta.rundir import (
     mark_complete,
     stage_fingerprint,
 )
+from glotta.tokenizer.shards import open_shard
 
 
 def encode_documents(
@@ -83,7 +92,14 @@ def score_model(
 
 
 def format_table(rows: list[dict]) -> str:
-    """A plain-text table of evaluation rows (name, perplexity, bits per byte, tokens, bytes)."""
+    """A plain-text table of evaluation rows (name, perplexity, bits per byte, tokens, bytes);
+    masked-LM rows get a table of their own (:func:`format_masked_table`)."""
+    masked = [row for row in rows if "masked_tokens" in row]
+    if masked:
+        causal = [row for row in rows if "masked_tokens" not in row]
+        return "\n\n".join(
+            [*([format_table(causal)] if causal else []), format_masked_table(masked)]
+        )
     header = f"{'model':<28} {'perplexity':>12} {'bits/byte':>10} {'tokens':>10} {'bytes':>11}"
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -102,6 +118,8 @@ def run_eval(cfg: EvalConfig, run_dir: RunDir) -> dict:
     if checkpoint is None:
         raise GlottaError(f"no checkpoint in {run_dir.checkpoints}")
     begin_stage(run_dir.eval)
+    if is_masked_lm(checkpoint):
+        return _run_masked_eval(cfg, run_dir, checkpoint)
     split_path = run_dir.corpus / f"{cfg.split}.jsonl"
     tokenizer = load_tokenizer(run_dir.tokenizer)
     model = load_causal_lm(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
@@ -127,13 +145,103 @@ def run_eval(cfg: EvalConfig, run_dir: RunDir) -> dict:
     return results
 
 
+def _trained_block_size(run_dir: RunDir, model) -> int:
+    """The block size of the last training phase, else all the positions of the model."""
+    path = run_dir.train / "train_config.json"
+    if path.is_file():
+        train = json.loads(path.read_text()).get("train", {})
+        sizes = [train.get("block_size")]
+        sizes += [p.get("block_size") for p in train.get("phases") or [] if p.get("block_size")]
+        if sizes[-1]:
+            return int(sizes[-1])
+    return model.config.max_position_embeddings - position_offset(model.config)
+
+
+def _run_masked_eval(cfg: EvalConfig, run_dir: RunDir, checkpoint: Path) -> dict:
+    """The eval stage for a masked LM: masked-token loss on the packed split, and a baseline."""
+    from transformers import AutoTokenizer
+
+    from glotta.evaluate.masked import eval_blocks, masked_lm_eval, masked_unigram_baseline
+    from glotta.masking import MaskingSpec
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_masked_lm(checkpoint, device)
+    spec = MaskingSpec.from_tokenizer(AutoTokenizer.from_pretrained(str(run_dir.tokenizer)))
+    block_size = _trained_block_size(run_dir, model)
+    data = eval_blocks(run_dir.shards / f"{cfg.split}.bin", block_size, spec)
+    if data.num_blocks == 0:
+        raise GlottaError(
+            f"the {cfg.split} shard holds less than one block of {block_size} tokens; raise "
+            f"corpus.{cfg.split}_fraction or add text"
+        )
+    score = masked_lm_eval(model, data, cfg.batch_size, device)
+    rows = [{"name": f"glotta ({checkpoint.name})", "kind": "model", **score.as_dict()}]
+    if cfg.unigram_baseline:
+        baseline = masked_unigram_baseline(
+            open_shard(run_dir.shards / "train.bin"), model.config.vocab_size, data
+        )
+        rows.append({"name": "unigram baseline", "kind": "baseline", **baseline.as_dict()})
+    results = {
+        "split": cfg.split,
+        "checkpoint": str(checkpoint),
+        "objective": "mlm",
+        "block_size": block_size,
+        "mlm_probability": data.probability,
+        "rows": rows,
+    }
+    (run_dir.eval / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nheld-out masked-token evaluation on the {cfg.split} shard ({score.blocks} blocks)")
+    print(format_masked_table(rows), flush=True)
+    mark_complete(run_dir.eval, "eval", stage_fingerprint(cfg, run_dir.train), {"rows": rows})
+    return results
+
+
+def format_masked_table(rows: list[dict]) -> str:
+    """A plain-text table of masked-LM rows (name, masked-token loss and perplexity, counts)."""
+    header = f"{'model':<28} {'masked loss':>12} {'perplexity':>12} {'masked':>10} {'tokens':>10}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(
+            f"{row['name'][:28]:<28} {row['loss']:>12.4f} {row['perplexity']:>12.2f} "
+            f"{row['masked_tokens']:>10,} {row['tokens']:>10,}"
+        )
+    return "\n".join(lines)
+
+
+def _evaluate_masked_folder(
+    model_dir: str, text_file: Path, cfg: EvalConfig, tokenizer_dir: str | None, device: str
+) -> dict:
+    """One masked LM on a text file: documents joined by the separator, blocks of its positions."""
+    from transformers import AutoTokenizer
+
+    from glotta.evaluate.masked import encode_stream, eval_blocks, masked_lm_eval
+    from glotta.masking import MaskingSpec
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir))
+    model = load_masked_lm(model_dir, device)
+    spec = MaskingSpec.from_tokenizer(tokenizer)
+    stream = encode_stream(tokenizer, read_text_documents(text_file), spec.sep_id)
+    block_size = min(512, model.config.max_position_embeddings - position_offset(model.config))
+    data = eval_blocks(stream, min(block_size, max(3, len(stream) + 2)), spec)
+    score = masked_lm_eval(model, data, cfg.batch_size, device)
+    if score.blocks == 0:
+        raise GlottaError(f"{text_file} holds no text to evaluate")
+    return {"name": str(model_dir), "kind": "model", "objective": "mlm", **score.as_dict()}
+
+
 def evaluate_folders(
     model_dirs: list[str], text_file: Path, cfg: EvalConfig, tokenizer_dir: str | None = None
 ) -> list[dict]:
-    """``glotta eval --model A --model B --text FILE``: one row per model on the same documents."""
+    """``glotta eval --model A --model B --text FILE``: one row per model on the same documents.
+
+    A masked LM gets masked-token loss and perplexity (no bits per byte).
+    """
     rows = []
     device = "cuda" if torch.cuda.is_available() else "cpu"
     for model_dir in model_dirs:
+        if is_masked_lm(model_dir):
+            rows.append(_evaluate_masked_folder(model_dir, text_file, cfg, tokenizer_dir, device))
+            continue
         tokenizer = load_tokenizer(tokenizer_dir or model_dir)
         model = load_causal_lm(model_dir, device)
         score = score_model(
