@@ -67,7 +67,10 @@ def test_unknown_section(tmp_path):
         ("[train]\nlearning_rate = true", r"learning_rate: expected float, got bool"),
         ('[corpus]\ninputs = "a.txt"', r"inputs: expected a list"),
         ('[corpus]\ntsv_columns = [0, "1"]', r"tsv_columns\[1\]: expected int"),
-        ('[tokenizer]\nkind = "wordpiece"', r"'wordpiece' is not one of bpe, unigram"),
+        (
+            '[tokenizer]\nkind = "sentencepiece"',
+            r"'sentencepiece' is not one of bpe, unigram, wordpiece, roberta-bpe",
+        ),
     ],
 )
 def test_wrong_types_and_choices(tmp_path, toml, message):
