@@ -39,12 +39,15 @@ never starts a word. Japanese (and other text without spaces) has no word-start 
 the name: WordPiece makes every kanji a "word" and SentencePiece marks only the start of a text.
 Between CJK tokens (kanji, hiragana, katakana) a word therefore ends where the *script changes*
 (or at punctuation, or at an explicit space marker), so a word is a maximal run of tokens in one
-script: 東京都 | に | 住む, コンピューター | を | 使う. We take this over SpanBERT's geometric spans
-(Joshi et al. 2020), which cut through these units at random: script runs coincide with kanji
-compounds, katakana loanwords and okurigana/particle runs, the units whose pieces give each other
+script: 東京都 | に | 住 | む | コンピューター | を | 使 | う. We take this over SpanBERT's geometric
+spans (Joshi et al. 2020), which cut through these units at random: script runs coincide with
+kanji compounds, katakana loanwords and particle runs, the units whose pieces give each other
 away, need no morphological analyser, and leave the chosen fraction at ``mlm_probability`` for
-every token. A word has at most ``MAX_WORD_TOKENS`` (10, SpanBERT's longest span) tokens, so a
-long run (a Chinese clause, a URL) is masked in pieces rather than whole.
+every token. The price: a verb or adjective stem (住) and its okurigana (む) are separate words,
+where MeCab-based whole-word masking (as in Japanese BERTs) would keep them together. A word has
+at most ``MAX_WORD_TOKENS`` (10, SpanBERT's longest span) tokens, so a long run (a Chinese clause,
+a URL) is masked in pieces rather than whole. A byte-level token that holds only the first bytes
+of a character gets the class that those bytes fix (e4 bd: kanji), or none when they fix none.
 """
 
 from __future__ import annotations
