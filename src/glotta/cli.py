@@ -265,6 +265,22 @@ def cmd_run(args):
         )
 
 
+def cmd_trim_vocab(args):
+    import dataclasses
+    import json
+
+    from glotta.corpus.process import process_stream
+    from glotta.corpus.readers import iter_documents
+    from glotta.distill.trim_vocab import trim_vocabulary
+
+    recipe = _resolve_recipe(args)
+    # The texts are read and cleaned as the corpus stage would (formats, markup, filters).
+    source = dataclasses.replace(recipe.corpus, inputs=list(args.input), near_dedup=False)
+    texts = (d.text for d in process_stream(source, iter_documents(source)) if not d.drop)
+    report = trim_vocabulary(args.model, texts, args.out, args.min_count, args.keep_characters)
+    print(json.dumps(report, indent=2))
+
+
 def cmd_recipes(args):
     from importlib.resources import files
 
@@ -362,6 +378,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample",
         action="store_true",
         help="Print a generated sample from the exported model at the end.",
+    )
+    p = stage(
+        "trim-vocab",
+        cmd_trim_vocab,
+        "Shrink a WordPiece encoder (e.g. mBERT) to the tokens your corpus uses: a copy with "
+        "fewer embedding rows that computes the same on that language.",
+        ["corpus"],
+        recipe_positional=False,
+    )
+    p.add_argument("--model", required=True, help="Encoder folder (or hub id) with tokenizer.json.")
+    p.add_argument(
+        "--input", nargs="+", required=True, metavar="FILE", help="Text in the target language."
+    )
+    p.add_argument("--out", type=Path, required=True, help="Folder for the trimmed model.")
+    p.add_argument(
+        "--min-count", type=int, default=1, help="Keep tokens used at least this often (default 1)."
+    )
+    p.add_argument(
+        "--keep-characters",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Keep every single-character token so unseen words still split (default: on).",
     )
     p = sub.add_parser("recipes", help="List shipped recipes, or print one.")
     p.add_argument("name", nargs="?", help="Recipe to print.")
