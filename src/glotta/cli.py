@@ -41,7 +41,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, section: str) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        # argparse formats help with %-interpolation: a literal "15%" must be written "15%%".
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
         dest = f"{section}__{f.name}"
         if kind is bool:
             group.add_argument(
