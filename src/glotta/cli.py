@@ -177,6 +177,37 @@ def cmd_train(args):
     run_train(recipe.train, recipe.model, run_dir, resume=resume)
 
 
+def cmd_distill(args):
+    from glotta.distill import run_distill
+
+    recipe, run_dir = _resolve(args)
+    resume = "always" if args.resume else ("never" if args.no_resume else "auto")
+    run_distill(recipe.distill, run_dir, recipe.train, recipe.model, resume=resume)
+
+
+def cmd_compare(args):
+    from glotta.evaluate.compare import format_comparison, run_compare
+
+    recipe = _resolve_recipe(args)
+    result = run_compare(
+        recipe.eval,
+        RunDir(args.run_dir) if args.run_dir else None,
+        teacher=args.teacher,
+        students=args.model or [],
+        scratch=args.scratch or [],
+        text=args.text,
+        tokenizer=args.tokenizer,
+        speed_tokens=args.speed_tokens,
+    )
+    if args.run_dir:
+        print(
+            f"compare: written to {args.run_dir / 'eval' / 'compare.json'}; `glotta export` puts "
+            "it on the model card",
+            file=sys.stderr,
+        )
+    print(json.dumps(result, indent=2) if args.json else format_comparison(result["rows"]))
+
+
 def cmd_eval(args):
     from glotta.evaluate.stage import evaluate_folders, format_table, run_eval
 
@@ -337,6 +368,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-resume", action="store_true", help="Start from scratch even if checkpoints exist."
     )
+    p = stage(
+        "distill",
+        cmd_distill,
+        "Distill a teacher (any HF causal LM with the run's tokenizer) into a student shaped by "
+        "[model], trained as [train] says (single process or under torchrun).",
+        ["distill", "train", "model"],
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="Require resuming from the latest checkpoint (default: resume if one exists).",
+    )
+    p.add_argument(
+        "--no-resume", action="store_true", help="Start from scratch even if checkpoints exist."
+    )
+    p = stage(
+        "compare",
+        cmd_compare,
+        "Teacher vs distilled student vs the same student trained from scratch: parameters, "
+        "generation speed, held-out perplexity, bits per byte and retention.",
+        ["eval"],
+    )
+    p.add_argument("--teacher", help="Teacher folder or hub id (default: the one --run-dir used).")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="DIR",
+        help="Distilled student: HF folder or run directory (default: --run-dir; repeatable).",
+    )
+    p.add_argument(
+        "--scratch",
+        action="append",
+        metavar="DIR",
+        help="The same student trained from scratch: HF folder or run directory (repeatable).",
+    )
+    p.add_argument("--text", type=Path, help="Held-out text (default: the run's eval.split).")
+    p.add_argument("--tokenizer", type=Path, help="Tokenizer for folders without one.")
+    p.add_argument(
+        "--speed-tokens", type=int, default=64, help="Tokens generated per speed measurement."
+    )
+    p.add_argument("--json", action="store_true", help="Print the comparison as JSON.")
     p = stage(
         "eval",
         cmd_eval,

@@ -177,7 +177,9 @@ class CorpusConfig:
     )
     # Parallelism and scale-out.
     workers: int = opt(
-        0, "Processes that clean and filter documents (0 = all cores, 1 = no extra process)."
+        0,
+        "Processes that clean and filter documents (0 = all cores when a filter or wikitext "
+        "conversion is on, else 1: plain cleaning is faster in the reading process).",
     )
     executor: str = opt(
         "local",
@@ -196,8 +198,18 @@ class TokenizerConfig:
 
     kind: str = opt(
         "bpe",
-        "'bpe' = byte-level BPE (GPT-2 style); 'unigram' = SentencePiece Unigram with byte fallback.",
-        ("bpe", "unigram"),
+        "'bpe' = byte-level BPE (GPT-2 style); 'unigram' = SentencePiece Unigram with byte fallback; "
+        "'wordpiece' = BERT's WordPiece with [PAD] [UNK] [CLS] [SEP] [MASK] and '##' continuations; "
+        "'roberta-bpe' = byte-level BPE with RoBERTa's <s> <pad> </s> <unk> <mask>. The two masked-LM "
+        "kinds wrap every encoded text as [CLS] ... [SEP] / <s> ... </s>, use [SEP] / </s> between "
+        "documents and ignore eos_token, unk_token and pad_token.",
+        ("bpe", "unigram", "wordpiece", "roberta-bpe"),
+    )
+    pretrained: str = opt(
+        "",
+        "Use this existing fast tokenizer (a folder with tokenizer.json, or a hub id) instead of "
+        "training one; needed to continue pretraining a checkpoint (model.init_from) with its own "
+        "vocabulary. kind and vocab_size are then ignored.",
     )
     vocab_size: int = opt(32000, "Vocabulary size, special and byte tokens included.")
     min_frequency: int = opt(2, "BPE: minimum pair frequency for a merge.")
@@ -230,12 +242,20 @@ class PackConfig:
 class ModelConfig:
     """The network: a Hugging Face transformers architecture, by preset or explicit size."""
 
-    arch: str = opt("gpt2", "Model family (transformers class).", ("gpt2",))
+    arch: str = opt(
+        "gpt2",
+        "Model family: 'gpt2' (GPT2LMHeadModel, train.objective = 'clm'); 'bert' "
+        "(BertForMaskedLM) or 'roberta' (RobertaForMaskedLM), both train.objective = 'mlm'.",
+        ("gpt2", "bert", "roberta"),
+    )
     preset: str = opt(
         "tiny",
-        "Size preset: tiny (2x128), small (124M), medium (355M), large (774M), xl (1.5B), or "
-        "'custom' with n_layer/n_embd/n_head set explicitly.",
-        ("tiny", "small", "medium", "large", "xl", "custom"),
+        "Size preset (layers x hidden width). gpt2: tiny (2x128), small (12x768, 124M), medium "
+        "(24x1024, 355M), large (36x1280, 774M), xl (48x1600, 1.5B). bert/roberta (Turc et al. "
+        "2019's BERT sizes; heads = width/64, feed-forward = 4 x width): tiny (2x128, 4.4M with "
+        "BERT's 30k vocabulary), mini (4x256, 11M), small (4x512, 29M), medium (8x512, 42M), base "
+        "(12x768, 110M), large (24x1024, 340M). 'custom' = n_layer/n_embd/n_head set explicitly.",
+        ("tiny", "mini", "small", "medium", "base", "large", "xl", "custom"),
     )
     n_layer: int = opt(0, "Transformer blocks (0 = from preset).")
     n_embd: int = opt(0, "Hidden width (0 = from preset).")
@@ -269,7 +289,25 @@ class TrainPhase:
 class TrainConfig:
     """Stage 4: pretraining loop."""
 
-    objective: str = opt("clm", "Training objective: causal language modelling.", ("clm",))
+    objective: str = opt(
+        "clm",
+        "'clm' = causal language modelling (next token; model.arch 'gpt2'); 'mlm' = masked "
+        "language modelling (BERT/RoBERTa; model.arch 'bert' or 'roberta'): dynamic masking, new "
+        "masks for every step, loss over the masked tokens only.",
+        ("clm", "mlm"),
+    )
+    mlm_probability: float = opt(
+        0.15,
+        "mlm: share of the (non-special) tokens chosen for prediction; of those 80% become the mask "
+        "token, 10% a random token and 10% stay unchanged (Devlin et al. 2019, fixed).",
+    )
+    whole_word_masking: bool = opt(
+        False,
+        "mlm: choose whole words instead of single tokens (a word = a token that starts a word and "
+        "its continuations: no '##' in WordPiece, a leading space marker in byte-level BPE). "
+        "Japanese and other unspaced text: a word = a run of tokens in one script (kanji, "
+        "hiragana, katakana) between punctuation; at most 10 tokens per word.",
+    )
     block_size: int = opt(1024, "Tokens per training sequence.")
     micro_batch_size: int = opt(8, "Sequences per forward pass on one process.")
     gradient_accumulation_steps: int = opt(
@@ -319,6 +357,62 @@ class TrainConfig:
         [],
         "Later phases continuing this one, e.g. a longer context: [[train.phases]] tables with "
         "block_size, max_steps/epochs, learning_rate, warmup_steps, micro/global batch size.",
+    )
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Stage 4 for a student (`glotta distill`): learn from a frozen teacher as well as the data.
+
+    With a teacher set, `glotta run` distills instead of training. The student's shape comes from
+    [model]; its steps, batches, schedule, checkpoints and processes from [train]. The loss per
+    predicted token (DistilBERT/DistilGPT2, Sanh et al. 2019) is
+    alpha_ce * KL(teacher/T || student/T) * T^2 + alpha_clm * cross-entropy
+    + alpha_cos * (1 - cos(student hidden state, teacher hidden state)).
+    """
+
+    teacher: str = opt(
+        "",
+        "Teacher: a causal LM folder or Hugging Face hub id that shares the student's tokenizer "
+        "('' = no distillation: `glotta run` trains the model on the data alone).",
+    )
+    teacher_tokenizer: str = opt(
+        "",
+        "Folder or hub id of the teacher's tokenizer if the teacher has none ('' = the "
+        "teacher's own); its vocabulary must equal the run's tokenizer.",
+    )
+    alpha_ce: float = opt(5.0, "Weight of the soft-target loss KL(teacher/T || student/T) x T^2.")
+    alpha_clm: float = opt(0.5, "Weight of the next-token cross-entropy on the data.")
+    alpha_cos: float = opt(
+        1.0,
+        "Weight of the cosine loss 1 - cos(student, teacher) on hidden states; a learned linear "
+        "projection (trained and checkpointed, not exported) maps the student's width to the "
+        "teacher's when they differ.",
+    )
+    temperature: float = opt(2.0, "Softmax temperature T of the soft-target loss.")
+    student_layers: list[int] = opt(
+        [],
+        "Teacher blocks copied into the student, in order, with the token and position "
+        "embeddings and the final norm (DistilGPT2: [0, 2, 4, 7, 9, 11] of GPT-2's 12); needs a "
+        "GPT-2 teacher, model.n_layer = their number and the teacher's width and heads. "
+        "[] = random initialisation.",
+    )
+    cosine_hidden: str = opt(
+        "last",
+        "Hidden state aligned by the cosine loss: 'last' = the output of the last block after "
+        "the final norm (as DistilGPT2).",
+        ("last",),
+    )
+    teacher_dtype: str = opt(
+        "bf16",
+        "Teacher weights and forward pass: 'bf16' where the device computes bf16 natively (else "
+        "fp32, with a log line), or 'fp32'.",
+        ("bf16", "fp32"),
+    )
+    freeze_position_embeddings: bool = opt(
+        False,
+        "Do not train the student's position embeddings (DistilGPT2's --freeze_pos_embs, used "
+        "with student_layers so they stay the teacher's).",
     )
 
 
@@ -419,6 +513,7 @@ class Recipe:
     pack: PackConfig = field(default_factory=PackConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -499,7 +594,43 @@ def recipe_from_dict(data: dict[str, Any], origin: str) -> Recipe:
         if not isinstance(values, dict):
             raise GlottaError(f"{origin}: '{name}' must be a table ([{name}]), not a value")
         sections[name] = build_section(SECTIONS[name], values, origin, name)
-    return Recipe(**sections)
+    recipe = Recipe(**sections)
+    check_objective(recipe.train, recipe.model, origin)
+    check_mlm_tokenizer(recipe.train, recipe.tokenizer, origin)
+    return recipe
+
+
+MLM_ARCHS = ("bert", "roberta")
+MLM_TOKENIZERS = ("wordpiece", "roberta-bpe")
+
+
+def check_objective(train: TrainConfig, model: ModelConfig, origin: str = "recipe") -> None:
+    """The objective and the model family must agree: 'clm' = gpt2, 'mlm' = bert or roberta."""
+    if train.objective == "mlm" and model.arch not in MLM_ARCHS:
+        raise GlottaError(
+            f"{origin}: train.objective = 'mlm' needs model.arch = 'bert' or 'roberta' "
+            f"(got model.arch = {model.arch!r})"
+        )
+    if train.objective != "mlm" and model.arch in MLM_ARCHS:
+        raise GlottaError(
+            f"{origin}: model.arch = {model.arch!r} is a masked LM: set train.objective = 'mlm' "
+            f"(got train.objective = {train.objective!r})"
+        )
+    if train.objective == "mlm" and not 0.0 < train.mlm_probability < 1.0:
+        raise GlottaError(
+            f"{origin}: train.mlm_probability = {train.mlm_probability} must be between 0 and 1"
+        )
+
+
+def check_mlm_tokenizer(train: TrainConfig, tokenizer: TokenizerConfig, origin: str) -> None:
+    """Masked-LM pretraining needs a tokenizer with mask, classifier and separator tokens."""
+    if train.objective != "mlm" or tokenizer.pretrained or tokenizer.kind in MLM_TOKENIZERS:
+        return
+    raise GlottaError(
+        f"{origin}: train.objective = 'mlm' needs a tokenizer with a mask token: set "
+        f"tokenizer.kind = 'wordpiece' (BERT) or 'roberta-bpe' (RoBERTa), or tokenizer.pretrained "
+        f"(got tokenizer.kind = {tokenizer.kind!r})"
+    )
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

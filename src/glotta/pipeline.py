@@ -3,6 +3,9 @@
 A stage is skipped when its folder holds a completion marker whose fingerprint matches the
 current settings (chained with the stages before it). Change a corpus setting and everything
 downstream runs again; change only the generation settings and only the export runs again.
+
+A recipe whose ``[distill]`` names a teacher distills instead of training: the distill stage
+writes the student into RUN_DIR/train, where eval and export find it as any trained model.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ class Stage:
     # entry function writes its marker from the same two things.
     fingerprint_inputs: Callable[[RunDir, Recipe], tuple[Any, list[Path]]]
     run: Callable[[RunDir, Recipe], Any]
+    applies: Callable[[Recipe], bool] = lambda r: True  # e.g. distill replaces train
 
 
 def _stages() -> list[Stage]:
     # Imported here so `glotta --help` stays fast and light stages don't import torch.
     from glotta.corpus import run_corpus
     from glotta.corpus.stage import output_settings as corpus_output_settings
+    from glotta.distill.stage import DistillStage, run_distill
     from glotta.evaluate.stage import run_eval
     from glotta.export.stage import ExportStage, run_export
     from glotta.tokenizer.pack import run_pack
@@ -61,6 +66,14 @@ def _stages() -> list[Stage]:
             lambda d, r: d.train,
             lambda d, r: (TrainStage(r.train, r.model), [d.shards]),
             lambda d, r: run_train(r.train, r.model, d),
+            applies=lambda r: not r.distill.teacher,
+        ),
+        Stage(
+            "distill",
+            lambda d, r: d.train,
+            lambda d, r: (DistillStage(r.train, r.model, r.distill), [d.shards]),
+            lambda d, r: run_distill(r.distill, d, r.train, r.model),
+            applies=lambda r: bool(r.distill.teacher),
         ),
         Stage(
             "eval",
@@ -91,6 +104,8 @@ def run_recipe(recipe: Recipe, run_dir: RunDir, force: bool = False) -> dict[str
     save_recipe(recipe, run_dir)
     timings: dict[str, float] = {}
     for stage in _stages():
+        if not stage.applies(recipe):
+            continue
         config, upstream = stage.fingerprint_inputs(run_dir, recipe)
         expected = stage_fingerprint(config, *upstream)
         if not force and is_complete(stage.folder(run_dir, recipe), expected):

@@ -392,7 +392,13 @@ def test_resume_gives_bitwise_identical_weights(bert_run, tmp_path):
     """Dropout and whole-word masks on: straight 6 steps = 3 steps, stop, resume 3 steps."""
     recipe = load_recipe(
         "demo-bert",
-        [*BERT_TINY, "train.max_steps=6", "train.checkpoint_interval=3", "train.eval_interval=0"],
+        [
+            *BERT_TINY,
+            "train.max_steps=6",
+            "train.checkpoint_interval=3",
+            "train.eval_interval=0",
+            "model.dropout=0.1",
+        ],  # fmt: skip
     )
     straight = copy_run_inputs(bert_run, tmp_path, "straight", recipe)
     run_train(recipe.train, recipe.model, straight)

@@ -3,6 +3,7 @@
 The template (``model_card.md``) sits next to this code. Every number comes from a file in the
 run directory: corpus/stats.json, tokenizer/stats.json, train/train_config.json, train/summary.json,
 train/metrics.jsonl, eval/results.json and, after `glotta eval ner`, eval/ner.json.
+A distilled student adds train/distill.json and, after `glotta compare`, eval/compare.json.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def plot_loss_curve(metrics: list[dict], out_png: Path, title: str) -> bool:
     return True
 
 
-def _front_matter(info: RecipeInfo, tags: list[str], results: dict, widget: str) -> str:
+def _front_matter(
+    info: RecipeInfo, tags: list[str], results: dict, widget: str, masked: str = ""
+) -> str:
+    """YAML metadata; ``masked`` is the model type of a masked LM ('bert', 'roberta'), else ''."""
     rows = {row["kind"]: row for row in results.get("rows", [])}
     meta: dict[str, Any] = {
         "language": info.language or None,
@@ -65,9 +69,40 @@ def _front_matter(info: RecipeInfo, tags: list[str], results: dict, widget: str)
         "tags": ["gpt2", "causal-lm", *tags],
         "datasets": info.datasets or None,
     }
+    if masked:  # the default export tag "text-generation" would mislabel a masked LM
+        meta["pipeline_tag"] = "fill-mask"
+        meta["tags"] = [masked, "masked-lm", *(t for t in tags if t != "text-generation")]
     if widget:
         meta["widget"] = [{"text": widget}]
-    if "model" in rows:
+    if masked and "model" in rows:
+        meta["model-index"] = [
+            {
+                "name": info.name,
+                "results": [
+                    {
+                        "task": {"type": "fill-mask", "name": "Masked language modeling"},
+                        "dataset": {
+                            "type": info.datasets[0] if info.datasets else "text",
+                            "name": f"held-out {results.get('split', 'test')} split",
+                            "split": results.get("split", "test"),
+                        },
+                        "metrics": [
+                            {
+                                "type": "loss",
+                                "name": "Masked-token loss",
+                                "value": round(rows["model"]["loss"], 4),
+                            },
+                            {
+                                "type": "perplexity",
+                                "name": "Masked-token perplexity",
+                                "value": round(rows["model"]["perplexity"], 3),
+                            },
+                        ],
+                    }
+                ],
+            }
+        ]
+    elif "model" in rows:
         model = rows["model"]
         meta["model-index"] = [
             {
@@ -151,16 +186,22 @@ def _tokenizer_section(stats: dict) -> str:
     kind = {
         "bpe": "Byte-level BPE (GPT-2 style)",
         "unigram": "SentencePiece Unigram with byte fallback",
+        "wordpiece": "WordPiece (BERT style: [CLS] text [SEP], '##' continuations)",
+        "roberta-bpe": "Byte-level BPE (RoBERTa style: <s> text </s>)",
     }
     lines = [
-        f"{kind.get(config.get('kind'), config.get('kind', '?'))}, vocabulary "
+        f"{kind.get(stats.get('kind'), stats.get('kind', config.get('kind', '?')))}, vocabulary "
         f"{stats.get('vocab_size', config.get('vocab_size', '?')):,}, trained on "
         f"{stats.get('training_texts', '?'):,} documents of the train split.",
     ]
+    if stats.get("pretrained"):
+        lines = [
+            f"The tokenizer of `{stats['pretrained']}`, vocabulary {stats.get('vocab_size'):,}."
+        ]
     fert = stats.get("fertility", {})
     if fert:
         lines.append(
-            f"Fertility on the valid split: {fert.get('tokens_per_char', float('nan')):.3f} tokens "
+            f"Fertility on the valid split: {fert.get('tokens_per_character', float('nan')):.3f} tokens "
             f"per character, {fert.get('tokens_per_word', float('nan')):.3f} tokens per "
             "whitespace-separated word."
         )
@@ -169,16 +210,20 @@ def _tokenizer_section(stats: dict) -> str:
 
 def _architecture_section(train_config: dict, summary: dict) -> str:
     mc = train_config.get("model_config", {})
+    # GPT-2 names its sizes n_layer/n_embd/n_head/n_positions; BERT and RoBERTa do not.
+    context = mc.get("n_positions", mc.get("max_position_embeddings"))
+    if context and mc.get("model_type") == "roberta":
+        context -= mc.get("pad_token_id", 1) + 1  # positions start after the padding id
     return (
         _table(
             ["parameters", "layers", "hidden", "heads", "context", "vocabulary"],
             [
                 [
                     f"{summary.get('parameters', 0) / 1e6:.2f}M",
-                    mc.get("n_layer"),
-                    mc.get("n_embd"),
-                    mc.get("n_head"),
-                    mc.get("n_positions"),
+                    mc.get("n_layer", mc.get("num_hidden_layers")),
+                    mc.get("n_embd", mc.get("hidden_size")),
+                    mc.get("n_head", mc.get("num_attention_heads")),
+                    context,
                     mc.get("vocab_size"),
                 ]
             ],
@@ -191,6 +236,18 @@ def _training_section(train_config: dict) -> str:
     t, plan = train_config.get("train", {}), train_config.get("plan", {})
     rows = [
         ["objective", t.get("objective")],
+        *(
+            [
+                [
+                    "masking",
+                    f"{t.get('mlm_probability')} of the tokens chosen "
+                    f"{'by whole words' if t.get('whole_word_masking') else 'one by one'}, "
+                    "80% masked / 10% random / 10% unchanged, new masks every step",
+                ]
+            ]
+            if t.get("objective") == "mlm"
+            else []
+        ),
         ["block size (tokens)", t.get("block_size")],
         [
             "global batch (sequences)",
@@ -249,18 +306,66 @@ def _results_section(results: dict) -> str:
     rows = results.get("rows", [])
     if not rows:
         return "The model was not evaluated."
-    return f"On the held-out {results.get('split', 'test')} split:\n\n" + _table(
-        ["model", "perplexity", "bits per byte", "tokens", "bytes"],
-        [
+    if results.get("objective") == "mlm":
+        return _masked_results_section(results)
+    return (
+        f"On the held-out {results.get('split', 'test')} split:\n\n"
+        + _table(
+            ["model", "perplexity", "bits per byte", "tokens", "bytes"],
             [
-                r["name"],
-                f"{r['perplexity']:.2f}",
-                f"{r['bits_per_byte']:.4f}",
-                f"{r['tokens']:,}",
-                f"{r['bytes']:,}",
-            ]
-            for r in rows
-        ],
+                [
+                    r["name"],
+                    f"{r['perplexity']:.2f}",
+                    f"{r['bits_per_byte']:.4f}",
+                    f"{r['tokens']:,}",
+                    f"{r['bytes']:,}",
+                ]
+                for r in rows
+            ],
+        )
+        + "\n\nPerplexity is exp(total negative log-likelihood / predicted tokens); bits per byte "
+        "divides the total negative log-likelihood in bits by the UTF-8 bytes of the original "
+        "text, so it compares models with different tokenizers. Documents longer than the context "
+        "are scored with a sliding window. The unigram baseline predicts each token from its "
+        "frequency in the train split alone."
+    )
+
+
+def _masked_results_section(results: dict) -> str:
+    """Masked-token loss and perplexity (eval/results.json of a masked LM)."""
+    return (
+        f"On the held-out {results.get('split', 'test')} split, in blocks of "
+        f"{results.get('block_size')} tokens with fixed masks:\n\n"
+        + _table(
+            ["model", "masked-token loss", "masked-token perplexity", "masked tokens"],
+            [
+                [r["name"], f"{r['loss']:.4f}", f"{r['perplexity']:.2f}", f"{r['masked_tokens']:,}"]
+                for r in results.get("rows", [])
+            ],
+        )
+        + f"\n\n{results.get('mlm_probability', 0.15):.0%} of the tokens are chosen one by one "
+        "(80% masked, 10% random, 10% unchanged) with a fixed seed, so every evaluation predicts "
+        "the same positions; the loss is the mean negative log-likelihood of the chosen tokens and "
+        "the perplexity its exponential. It is not comparable with a causal LM's perplexity (the "
+        "model sees both sides of each token) nor across tokenizers. The unigram baseline predicts "
+        "each chosen token from its frequency in the train split alone."
+    )
+
+
+def _usage(masked: str, widget: str, mask_token: str) -> str:
+    """The 'How to use' snippet: fill-mask for a masked LM, text generation otherwise."""
+    if masked:
+        text = widget if mask_token and mask_token in widget else f"{widget} {mask_token}".strip()
+        return (
+            "from transformers import pipeline\n\n"
+            'fill = pipeline("fill-mask", model="PATH_OR_HUB_ID")\n'
+            f"print(fill({json.dumps(text, ensure_ascii=False)}))"
+        )
+    return (
+        "from transformers import pipeline\n\n"
+        'generator = pipeline("text-generation", model="PATH_OR_HUB_ID")\n'
+        f"print(generator({json.dumps(widget or '', ensure_ascii=False)}, max_new_tokens=40, "
+        'do_sample=True)[0]["generated_text"])'
     )
 
 
@@ -310,6 +415,71 @@ def _ner_section(ner: dict) -> str:
     )
 
 
+def _distill_section(distill: dict, comparison: dict) -> str:
+    """How a distilled student learned (train/distill.json) and, after `glotta compare`, how it
+    compares with its teacher and with the same student trained from scratch (eval/compare.json)."""
+    if not distill:
+        return ""
+    cfg, teacher = distill.get("config", {}), distill.get("teacher", {}).get("source", "?")
+    projection = distill.get("projection")
+    init = (
+        f"blocks {cfg.get('student_layers')} of the teacher with its embeddings and final norm"
+        if cfg.get("student_layers")
+        else "random weights"
+    )
+    text = (
+        f"## Distillation\n\nDistilled from `{teacher}` ({distill.get('teacher_parameters', 0) / 1e6:.2f}M "
+        f"parameters, {distill.get('teacher_layers')} layers, width {distill.get('teacher_width')}; "
+        f"frozen, run in {distill.get('teacher_runs_in')}). Loss per predicted token: "
+        f"{cfg.get('alpha_ce')} × KL(teacher/T ‖ student/T) × T² + {cfg.get('alpha_clm')} × "
+        f"cross-entropy + {cfg.get('alpha_cos')} × (1 − cosine) of the last hidden states"
+        + (
+            f" (through a learned {projection[0]}→{projection[1]} projection, not exported)"
+            if projection
+            else ""
+        )
+        + f", T = {cfg.get('temperature')}. The student started from {init}"
+        + (
+            "; its position embeddings stayed frozen."
+            if cfg.get("freeze_position_embeddings")
+            else "."
+        )
+    )
+    rows = comparison.get("rows", [])
+    if rows:
+        text += (
+            f"\n\nOn the {comparison.get('text')}, next to the teacher and the same student trained "
+            f"from scratch (speed: {comparison.get('speed')}; retention = "
+            f"{comparison.get('retention')}):\n\n"
+            + _table(
+                [
+                    "model",
+                    "role",
+                    "parameters",
+                    "training tokens",
+                    "tokens/s",
+                    "perplexity",
+                    "bits per byte",
+                    "retention",
+                ],
+                [
+                    [
+                        f"`{r['name']}`",
+                        r["role"],
+                        f"{r['parameters'] / 1e6:.2f}M",
+                        f"{r['training_tokens']:,}" if r.get("training_tokens") else "",
+                        f"{r['tokens_per_second']:.0f}",
+                        f"{r['perplexity']:.2f}",
+                        f"{r['bits_per_byte']:.4f}",
+                        f"{r['retention_percent']:.1f}%" if r.get("retention_percent") else "",
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+    return text
+
+
 def render_card(
     run_dir_files: dict[str, Path], info: RecipeInfo, tags: list[str], widget: str, loss_curve: str
 ) -> str:
@@ -319,6 +489,18 @@ def render_card(
     summary = _read_json(run_dir_files["train_summary"])
     results = _read_json(run_dir_files["eval_results"])
     ner = _read_json(run_dir_files["ner_results"]) if "ner_results" in run_dir_files else {}
+    # Written by the distill stage and by `glotta compare`, next to the files above.
+    distill = _read_json(Path(run_dir_files["train_summary"]).with_name("distill.json"))
+    comparison = _read_json(Path(run_dir_files["eval_results"]).with_name("compare.json"))
+    if distill:
+        tags = [*tags, "distillation"]
+    model_config = train_config.get("model_config", {})
+    masked = (
+        model_config.get("model_type", "")
+        if train_config.get("train", {}).get("objective") == "mlm"
+        else ""
+    )
+    init_from = train_config.get("model", {}).get("init_from")
     template = string.Template(
         importlib.resources.files("glotta.export").joinpath("model_card.md").read_text("utf-8")
     )
@@ -328,16 +510,33 @@ def render_card(
         "incoherent text, reflects the biases of its training corpus, and is not suitable for "
         "factual or safety-relevant use without further evaluation."
     )
+    if masked:
+        limitations = (
+            f"A {summary.get('parameters', 0) / 1e6:.1f}M-parameter masked language model trained "
+            f"on {summary.get('tokens_seen', 0):,} tokens: its guesses for masked words are often "
+            "wrong, it reflects the biases of its training corpus, and it is meant to be "
+            "fine-tuned (classification, named entities) and evaluated before any use."
+        )
     return template.substitute(
-        front_matter=_front_matter(info, tags, results, widget),
+        front_matter=_front_matter(info, tags, results, widget, masked),
         title=info.name,
-        description=info.description or "A causal language model trained with glotta.",
+        description=info.description
+        or f"A {'masked' if masked else 'causal'} language model trained with glotta.",
+        usage=_usage(masked, widget, tokenizer_stats.get("mask_token") or "[MASK]"),
         recipe_name=info.name,
+        how_trained=(
+            f"distilled from `{distill.get('teacher', {}).get('source')}`"
+            if distill
+            else f"further pretrained from `{init_from}`"
+            if init_from
+            else "trained from scratch"
+        ),
         widget_literal=json.dumps(widget or "", ensure_ascii=False),
         data_section=_data_section(corpus_stats),
         tokenizer_section=_tokenizer_section(tokenizer_stats),
         architecture_section=_architecture_section(train_config, summary),
         training_section=_training_section(train_config),
+        distill_section=_distill_section(distill, comparison),
         loss_curve=loss_curve,
         compute_section=_compute_section(train_config, summary),
         results_section=_results_section(results),

@@ -16,11 +16,12 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, GenerationConfig
 
 from glotta.config import ExportConfig, GenerateConfig, RecipeInfo
 from glotta.errors import GlottaError
 from glotta.export.card import plot_loss_curve, read_metrics, render_card
+from glotta.models import is_masked_lm
 from glotta.rundir import (
     MARKER,
     RunDir,
@@ -69,8 +70,11 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
     shutil.rmtree(partial, ignore_errors=True)
     begin_stage(partial)
 
-    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
-    model.generation_config = generation_config(gen, model.config.eos_token_id)
+    if is_masked_lm(checkpoint):  # BERT/RoBERTa: a fill-mask model, no generation defaults
+        model = AutoModelForMaskedLM.from_pretrained(str(checkpoint), dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
+        model.generation_config = generation_config(gen, model.config.eos_token_id)
     model.save_pretrained(partial, safe_serialization=True)
     for path in run_dir.tokenizer.iterdir():
         if path.is_file() and path.name not in _NOT_TOKENIZER_FILES:

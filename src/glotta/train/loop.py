@@ -1,4 +1,4 @@
-"""The pretraining loop (objective ``clm``): one entry function, ``run_train``.
+"""The pretraining loop (objectives ``clm`` and ``mlm``): one entry function, ``run_train``.
 
     glotta train demo                                  # one process, CPU or one GPU
     torchrun --nproc_per_node 4 -m glotta train demo   # DDP, same results at the same global batch
@@ -7,7 +7,11 @@ Reads RUN_DIR/shards (train.bin, valid.bin, meta.json), writes RUN_DIR/train: ch
 metrics.jsonl, tensorboard/, summary.json, and COMPLETE.json last.
 
 The loss is token-weighted over micro-batches and processes (sum of token losses divided by the
-number of predicted tokens in the whole optimizer step), not a mean of per-batch means.
+number of predicted tokens in the whole optimizer step), not a mean of per-batch means. For the
+masked LM the predicted tokens are the masked ones, whose number varies from batch to batch: the
+step's micro-batches are masked first and their count summed over processes before any backward
+pass (see :mod:`glotta.masking` for blocks and masks; the causal LM reads RUN_DIR/shards only, the
+masked LM also the tokenizer in RUN_DIR/tokenizer for its special tokens and word boundaries).
 """
 
 from __future__ import annotations
@@ -26,9 +30,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from glotta.config import ModelConfig, TrainConfig
+from glotta.config import ModelConfig, TrainConfig, check_objective
 from glotta.errors import GlottaError
-from glotta.models import build_causal_lm, count_parameters, extend_positions
+from glotta.masking import (
+    IGNORE_INDEX,
+    TRAIN_STREAM,
+    VALID_STREAM,
+    MaskedBlockDataset,
+    MaskingSpec,
+)
+from glotta.models import build_model, count_parameters, extend_positions
 from glotta.rundir import RunDir, begin_stage, is_complete, mark_complete, stage_fingerprint
 from glotta.train import checkpoint
 from glotta.train.data import BlockDataset, DataPosition, EpochSampler, rank_slice
@@ -99,21 +110,55 @@ def token_loss_sum(
     )
 
 
+class Objective:
+    """What the loop minimises: by default the summed token loss of ``token_loss_sum``.
+
+    Distillation (:mod:`glotta.distill`) passes its own and reuses everything else: steps,
+    token weighting, checkpoints, resume, DDP/FSDP. On every process, ``prepare`` runs once the
+    model is built and before a checkpoint is loaded into it (modules it adds to the model are
+    trained and checkpointed with it); ``loss_sum`` returns a sum over the micro-batch's predicted
+    tokens; ``state()`` goes into every trainer_state.json and comes back to ``check_resume``.
+    Validation stays ``token_loss_sum``, so validation losses compare across objectives.
+    """
+
+    stage = "train"  # the stage named in RUN_DIR/train/COMPLETE.json
+
+    def stage_config(self, cfg: TrainConfig, model_cfg: ModelConfig):
+        """What the stage's fingerprint covers."""
+        return TrainStage(cfg, model_cfg)
+
+    def prepare(self, model: torch.nn.Module, ctx: Dist) -> None:
+        pass
+
+    def loss_sum(self, model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return token_loss_sum(model, inputs, targets)
+
+    def state(self) -> dict:
+        return {}
+
+    def check_resume(self, state: dict) -> None:
+        pass
+
+
 @torch.no_grad()
 def validation_loss(
     model: torch.nn.Module, data: BlockDataset, cfg: TrainConfig, ctx: Dist, amp: torch.dtype | None
 ) -> float:
-    """Mean token loss on the first ``eval_batches`` micro-batches of the valid shard."""
+    """Mean token loss on the first ``eval_batches`` micro-batches of the valid shard.
+
+    Masked LM: the masks of a valid block depend on its index only, the same at every evaluation.
+    """
     model.eval()
     count = min(data.num_blocks, cfg.eval_batches * cfg.micro_batch_size * ctx.world_size)
     count -= count % ctx.world_size
     indices = rank_slice(torch.arange(count).numpy(), ctx.rank, ctx.world_size)
     loss_sum, tokens = 0.0, 0
     for start in range(0, len(indices), cfg.micro_batch_size):
-        inputs, targets = data.batch(indices[start : start + cfg.micro_batch_size])
+        rows = indices[start : start + cfg.micro_batch_size]
+        inputs, targets = data.batch(rows, first_row=int(rows[0]))
         with _autocast(ctx.device, amp):
             loss_sum += token_loss_sum(model, inputs.to(ctx.device), targets.to(ctx.device)).item()
-        tokens += targets.numel()
+        tokens += int((targets != IGNORE_INDEX).sum())
     model.train()
     loss_sum, tokens = all_reduce_sum([loss_sum, float(tokens)], ctx)
     return loss_sum / max(tokens, 1.0)
@@ -163,14 +208,37 @@ def training_phases(cfg: TrainConfig) -> list[TrainConfig]:
     return phases
 
 
+def open_blocks(
+    cfg: TrainConfig, path: Path, masking: MaskingSpec | None, phase: int = 0, stream: int = 0
+) -> BlockDataset | MaskedBlockDataset:
+    """Next-token blocks (clm), or ``[CLS] ... [SEP]`` blocks masked anew at every step (mlm)."""
+    if masking is None:
+        return BlockDataset(path, cfg.block_size)
+    return MaskedBlockDataset(
+        path,
+        cfg.block_size,
+        masking,
+        cfg.mlm_probability,
+        cfg.whole_word_masking,
+        seed=cfg.seed,
+        phase=phase,
+        stream=stream,
+    )
+
+
 def run_train(
-    cfg: TrainConfig, model_cfg: ModelConfig, run_dir: RunDir, resume: str = "auto"
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    run_dir: RunDir,
+    resume: str = "auto",
+    objective: Objective | None = None,
 ) -> dict:
     """Train (or continue training) the model; ``resume`` is 'auto', 'always' or 'never'."""
+    check_objective(cfg, model_cfg, "[train]/[model]")
     meta = read_shard_meta(run_dir)
     ctx = setup(cfg.device)
     try:
-        return _train(cfg, model_cfg, run_dir, resume, meta, ctx)
+        return _train(cfg, model_cfg, run_dir, resume, meta, ctx, objective or Objective())
     finally:
         teardown()
 
@@ -200,8 +268,10 @@ class ResumePoint:
         return self.trainer_state.get("phase", 0)
 
 
-def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) -> dict:
-    fingerprint = stage_fingerprint(TrainStage(cfg, model_cfg), run_dir.shards)
+def _train(
+    cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist, objective: Objective
+) -> dict:
+    fingerprint = stage_fingerprint(objective.stage_config(cfg, model_cfg), run_dir.shards)
     if ctx.is_main:
         begin_stage(run_dir.train)
     torch.manual_seed(cfg.seed)
@@ -215,9 +285,17 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
                 "(sharded position embeddings cannot be extended in place)"
             )
     train_path = run_dir.shards / "train.bin"
+    masking = None
+    if cfg.objective == "mlm":
+        if not (run_dir.tokenizer / "tokenizer.json").is_file():
+            raise GlottaError(
+                f"masked-LM training reads the tokenizer in {run_dir.tokenizer} (special tokens, "
+                "word boundaries); run `glotta tokenizer` first"
+            )
+        masking = MaskingSpec.from_folder(run_dir.tokenizer)
     plans = []
     for phase in phases:
-        num_blocks = BlockDataset(train_path, phase.block_size).num_blocks
+        num_blocks = open_blocks(phase, train_path, masking).num_blocks
         if num_blocks < 1:
             raise GlottaError(
                 f"{train_path} holds fewer than block_size+1 = {phase.block_size + 1} tokens; "
@@ -226,7 +304,13 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
         plans.append(plan_steps(phase, ctx.world_size, num_blocks))
     phase_ends = list(itertools.accumulate(plan.total_steps for plan in plans))
 
-    model = build_causal_lm(model_cfg, meta["vocab_size"], phases[0].block_size, meta["eos_id"])
+    special_ids = {"eos": meta["eos_id"]}
+    if masking is not None:
+        special_ids.update(pad=masking.pad_id, cls=masking.cls_id, sep=masking.sep_id)
+    model = build_model(
+        model_cfg, cfg.objective, meta["vocab_size"], phases[0].block_size, special_ids
+    )
+    objective.prepare(model, ctx)
     run = RunProgress()
     resume_from = checkpoint.find_resume_checkpoint(run_dir.checkpoints)
     if resume == "always" and resume_from is None:
@@ -239,6 +323,7 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
     resume_point = None
     if resume_from is not None:
         resume_state = checkpoint.read_trainer_state(resume_from)
+        objective.check_resume(resume_state.get("objective", {}))
         resume_point = ResumePoint(
             resume_from, resume_state, checkpoint.read_training_state(resume_from)
         )
@@ -284,7 +369,8 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
                 resume_here = resume_point if resume_point and resume_point.phase == index else None
                 model = _train_phase(
                     phase, plan, index, phase_ends[index] - plan.total_steps, model, run,
-                    resume_here, run_dir, fingerprint, ctx, metrics, progress, stop,
+                    resume_here, run_dir, fingerprint, ctx, metrics, progress, stop, masking,
+                    objective,
                 )  # fmt: skip
                 resume_point = None  # later phases start fresh
                 if ctx.is_main:  # again: n_positions may have grown
@@ -297,7 +383,7 @@ def _train(cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist) 
     summary["total_steps"] = phase_ends[-1]
     if ctx.is_main:
         (run_dir.train / "summary.json").write_text(json.dumps(summary, indent=2))
-        mark_complete(run_dir.train, "train", fingerprint, summary)
+        mark_complete(run_dir.train, objective.stage, fingerprint, summary)
     barrier(ctx)
     return summary
 
@@ -316,10 +402,13 @@ def _train_phase(
     metrics: MetricsLog,
     progress: tqdm,
     stop: StopRequest,
+    masking: MaskingSpec | None = None,
+    objective: Objective = Objective(),
 ) -> torch.nn.Module:
     """Run one phase from ``run.step`` to its last step; returns the (possibly sharded) model."""
-    train_data = BlockDataset(run_dir.shards / "train.bin", cfg.block_size)
-    valid_data = BlockDataset(run_dir.shards / "valid.bin", cfg.block_size)
+    shards = run_dir.shards
+    train_data = open_blocks(cfg, shards / "train.bin", masking, phase_index, TRAIN_STREAM)
+    valid_data = open_blocks(cfg, shards / "valid.bin", masking, phase_index, VALID_STREAM)
     sharded = ctx.enabled and cfg.parallelism == "fsdp"
     if sharded:
         model = shard_model(model)
@@ -352,6 +441,7 @@ def _train_phase(
         state = _trainer_state(
             run, phase_index, sampler.position, plan, ctx, fingerprint, time.perf_counter() - start
         )
+        state["objective"] = objective.state()  # e.g. the teacher a student learns from
         checkpoint.save_checkpoint(
             run_dir.checkpoints, run.step, model, optimizer, scheduler, state,
             cfg.keep_checkpoints, is_best=is_best, sharded=sharded, is_main=ctx.is_main,
@@ -361,19 +451,34 @@ def _train_phase(
     forward_model.train()
     while run.step < last_step:
         indices = rank_slice(sampler.take(plan.global_batch), ctx.rank, ctx.world_size)
+        size = plan.micro_batch_size
+        # Rows are numbered in the global batch, so masks do not depend on the process layout.
+        micro_batches = [
+            train_data.batch(
+                indices[m * size : (m + 1) * size],
+                step=run.step,
+                first_row=ctx.rank * len(indices) + m * size,
+            )
+            for m in range(plan.accumulation)
+        ]
+        # Tokens predicted in the whole step on all processes: all of them (clm), or the masked
+        # ones (mlm), whose number varies and is counted before any backward pass.
+        step_targets = float(tokens_per_step)
+        if masking is not None:
+            local = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in micro_batches)
+            step_targets = max(1.0, all_reduce_sum([float(local)], ctx)[0])
         loss_sum = 0.0
         for micro in range(plan.accumulation):
-            batch = indices[micro * plan.micro_batch_size : (micro + 1) * plan.micro_batch_size]
-            inputs, targets = batch_to(train_data.batch(batch), ctx.device)
+            inputs, targets = batch_to(micro_batches[micro], ctx.device)
             # DDP: synchronise gradients only on the last micro-batch of the step. FSDP2
             # reduce-scatters every micro-batch (its no-sync mode keeps full gradients).
             defer_sync = ctx.enabled and not sharded and micro < plan.accumulation - 1
             with forward_model.no_sync() if defer_sync else contextlib.nullcontext():
                 with _autocast(ctx.device, amp):
-                    loss = token_loss_sum(forward_model, inputs, targets)
+                    loss = objective.loss_sum(forward_model, inputs, targets)
                 # DDP and FSDP average gradients over processes; scaling by world size turns
                 # that average into the sum, so the gradient is d(total loss)/d(w) / step tokens.
-                (loss * ctx.world_size / tokens_per_step).backward()
+                (loss * ctx.world_size / step_targets).backward()
             loss_sum += loss.item()
         grad_norm = 0.0
         if cfg.grad_clip > 0:
@@ -387,7 +492,7 @@ def _train_phase(
         # One collective per step: the loss, and whether any process was asked to stop (all
         # must stop at the same step, or the others would wait forever in the next one).
         total_loss, stop_votes = all_reduce_sum([loss_sum, float(stop.requested)], ctx)
-        run.last_loss = total_loss / tokens_per_step
+        run.last_loss = total_loss / step_targets
 
         if run.step % cfg.log_interval == 0 or run.step == last_step:
             now = time.perf_counter()
@@ -453,7 +558,9 @@ def shard_model(model: torch.nn.Module) -> torch.nn.Module:
     """FSDP2: shard each transformer block, then the rest (embeddings, final norm, head)."""
     from torch.distributed.fsdp import fully_shard
 
-    for block in model.transformer.h:
+    base = model.base_model
+    blocks = base.h if hasattr(base, "h") else base.encoder.layer  # GPT-2; BERT, RoBERTa
+    for block in blocks:
         fully_shard(block)
     fully_shard(model)
     return model
