@@ -173,7 +173,7 @@ def cmd_train(args):
     from glotta.train.loop import run_train
 
     recipe, run_dir = _resolve(args)
-    resume = "always" if args.resume else ("never" if args.no_resume else "auto")
+    resume = _resume_mode(args)
     run_train(recipe.train, recipe.model, run_dir, resume=resume)
 
 
@@ -181,7 +181,7 @@ def cmd_distill(args):
     from glotta.distill import run_distill
 
     recipe, run_dir = _resolve(args)
-    resume = "always" if args.resume else ("never" if args.no_resume else "auto")
+    resume = _resume_mode(args)
     run_distill(recipe.distill, run_dir, recipe.train, recipe.model, resume=resume)
 
 
@@ -327,6 +327,24 @@ def cmd_recipes(args):
 # ---------------------------------------------------------------------------------------------
 
 
+def _resume_mode(args) -> str:
+    """--resume / --no-resume / neither -> 'always' / 'never' / 'auto'."""
+    if args.resume and args.no_resume:
+        raise GlottaError("--resume and --no-resume contradict each other; give one")
+    return "always" if args.resume else ("never" if args.no_resume else "auto")
+
+
+def _add_resume_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="Require resuming from the latest checkpoint (default: resume if one exists).",
+    )
+    p.add_argument(
+        "--no-resume", action="store_true", help="Start from scratch even if checkpoints exist."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="glotta",
@@ -360,14 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Pretrain the model (single process or under torchrun).",
         ["train", "model"],
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="Require resuming from the latest checkpoint (default: resume if one exists).",
-    )
-    p.add_argument(
-        "--no-resume", action="store_true", help="Start from scratch even if checkpoints exist."
-    )
+    _add_resume_flags(p)
     p = stage(
         "distill",
         cmd_distill,
@@ -375,14 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         "[model], trained as [train] says (single process or under torchrun).",
         ["distill", "train", "model"],
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="Require resuming from the latest checkpoint (default: resume if one exists).",
-    )
-    p.add_argument(
-        "--no-resume", action="store_true", help="Start from scratch even if checkpoints exist."
-    )
+    _add_resume_flags(p)
     p = stage(
         "compare",
         cmd_compare,
