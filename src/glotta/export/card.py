@@ -74,65 +74,44 @@ def _front_matter(
         meta["tags"] = [masked, "masked-lm", *(t for t in tags if t != "text-generation")]
     if widget:
         meta["widget"] = [{"text": widget}]
-    if masked and "model" in rows:
-        meta["model-index"] = [
-            {
-                "name": info.name,
-                "results": [
-                    {
-                        "task": {"type": "fill-mask", "name": "Masked language modeling"},
-                        "dataset": {
-                            "type": info.datasets[0] if info.datasets else "text",
-                            "name": f"held-out {results.get('split', 'test')} split",
-                            "split": results.get("split", "test"),
-                        },
-                        "metrics": [
-                            {
-                                "type": "loss",
-                                "name": "Masked-token loss",
-                                "value": round(rows["model"]["loss"], 4),
-                            },
-                            {
-                                "type": "perplexity",
-                                "name": "Masked-token perplexity",
-                                "value": round(rows["model"]["perplexity"], 3),
-                            },
-                        ],
-                    }
-                ],
-            }
-        ]
-    elif "model" in rows:
+    if "model" in rows:
         model = rows["model"]
-        meta["model-index"] = [
-            {
-                "name": info.name,
-                "results": [
-                    {
-                        "task": {"type": "text-generation", "name": "Causal language modeling"},
-                        "dataset": {
-                            "type": info.datasets[0] if info.datasets else "text",
-                            "name": f"held-out {results.get('split', 'test')} split",
-                            "split": results.get("split", "test"),
-                        },
-                        "metrics": [
-                            {
-                                "type": "perplexity",
-                                "name": "Perplexity",
-                                "value": round(model["perplexity"], 3),
-                            },
-                            {
-                                "type": "bits_per_byte",
-                                "name": "Bits per byte",
-                                "value": round(model["bits_per_byte"], 4),
-                            },
-                        ],
-                    }
-                ],
-            }
-        ]
+        if masked:
+            task = ("fill-mask", "Masked language modeling")
+            metrics = [
+                ("loss", "Masked-token loss", round(model["loss"], 4)),
+                ("perplexity", "Masked-token perplexity", round(model["perplexity"], 3)),
+            ]
+        else:
+            task = ("text-generation", "Causal language modeling")
+            metrics = [
+                ("perplexity", "Perplexity", round(model["perplexity"], 3)),
+                ("bits_per_byte", "Bits per byte", round(model["bits_per_byte"], 4)),
+            ]
+        meta["model-index"] = _model_index(info, results, task, metrics)
     meta = {k: v for k, v in meta.items() if v is not None}
     return yaml.safe_dump(meta, allow_unicode=True, sort_keys=False).strip()
+
+
+def _model_index(info, results: dict, task: tuple[str, str], metrics: list[tuple]) -> list:
+    """The Hub's model-index metadata: one task, the held-out split, (type, name, value) metrics."""
+    split = results.get("split", "test")
+    return [
+        {
+            "name": info.name,
+            "results": [
+                {
+                    "task": {"type": task[0], "name": task[1]},
+                    "dataset": {
+                        "type": info.datasets[0] if info.datasets else "text",
+                        "name": f"held-out {split} split",
+                        "split": split,
+                    },
+                    "metrics": [{"type": t, "name": n, "value": v} for t, n, v in metrics],
+                }
+            ],
+        }
+    ]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
