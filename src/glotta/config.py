@@ -211,6 +211,15 @@ class TokenizerConfig:
         "training one; needed to continue pretraining a checkpoint (model.init_from) with its own "
         "vocabulary. kind and vocab_size are then ignored.",
     )
+    trim_vocab: bool = opt(
+        False,
+        "With a WordPiece tokenizer.pretrained (mBERT, MiniLM): keep only the tokens the train "
+        "split uses at least trim_min_count times, every special token and every single "
+        "character (so unseen words still split into pieces), renumbered in order; a distill "
+        "teacher is trimmed the same way when it is loaded (vocab_trim.json records the kept "
+        "ids). mBERT's 119,547 tokens shrink to what one language needs.",
+    )
+    trim_min_count: int = opt(1, "With trim_vocab: keep tokens used at least this often.")
     vocab_size: int = opt(32000, "Vocabulary size, special and byte tokens included.")
     min_frequency: int = opt(2, "BPE: minimum pair frequency for a merge.")
     max_training_texts: int = opt(
@@ -365,37 +374,67 @@ class DistillConfig:
     """Stage 4 for a student (`glotta distill`): learn from a frozen teacher as well as the data.
 
     With a teacher set, `glotta run` distills instead of training. The student's shape comes from
-    [model]; its steps, batches, schedule, checkpoints and processes from [train]. The loss per
-    predicted token (DistilBERT/DistilGPT2, Sanh et al. 2019) is
-    alpha_ce * KL(teacher/T || student/T) * T^2 + alpha_clm * cross-entropy
-    + alpha_cos * (1 - cos(student hidden state, teacher hidden state)).
+    [model]; its steps, batches, schedule, checkpoints and processes from [train]. A causal LM
+    student (train.objective = 'clm') minimises, per predicted token (DistilBERT/DistilGPT2, Sanh
+    et al. 2019), alpha_ce * KL(teacher/T || student/T) * T^2 + alpha_clm * cross-entropy
+    + alpha_cos * (1 - cos(student hidden state, teacher hidden state)). An encoder student
+    (train.objective = 'mlm'; LightMBERT, Jiao et al. 2021, with TinyBERT's losses) minimises,
+    per position, alpha_hidden * hidden-state MSE + alpha_attention * attention-score MSE over
+    the layers that distill.layer_map pairs.
     """
 
     teacher: str = opt(
         "",
-        "Teacher: a causal LM folder or Hugging Face hub id that shares the student's tokenizer "
-        "('' = no distillation: `glotta run` trains the model on the data alone).",
+        "Teacher: a folder or Hugging Face hub id. A causal LM sharing the student's tokenizer "
+        "(train.objective = 'clm'), or a BERT-family encoder (train.objective = 'mlm'; with or "
+        "without a masked-LM head). '' = no distillation: `glotta run` trains on the data alone.",
     )
     teacher_tokenizer: str = opt(
         "",
         "Folder or hub id of the teacher's tokenizer if the teacher has none ('' = the "
         "teacher's own); its vocabulary must equal the run's tokenizer.",
     )
-    alpha_ce: float = opt(5.0, "Weight of the soft-target loss KL(teacher/T || student/T) x T^2.")
-    alpha_clm: float = opt(0.5, "Weight of the next-token cross-entropy on the data.")
+    alpha_ce: float = opt(
+        5.0, "Causal students: weight of the soft-target loss KL(teacher/T || student/T) x T^2."
+    )
+    alpha_clm: float = opt(0.5, "Causal students: weight of the next-token cross-entropy.")
     alpha_cos: float = opt(
         1.0,
-        "Weight of the cosine loss 1 - cos(student, teacher) on hidden states; a learned linear "
+        "Causal students: weight of the cosine loss 1 - cos(student, teacher) on the last hidden "
+        "states; a learned linear "
         "projection (trained and checkpointed, not exported) maps the student's width to the "
         "teacher's when they differ.",
     )
     temperature: float = opt(2.0, "Softmax temperature T of the soft-target loss.")
+    alpha_hidden: float = opt(
+        1.0,
+        "Encoder students: weight of the mean squared error between the student's hidden states "
+        "(embedding output and every layer) and the teacher's layers that layer_map pairs them "
+        "with; through a learned projection (trained, not exported) when the widths differ.",
+    )
+    alpha_attention: float = opt(
+        1.0,
+        "Encoder students: weight of the mean squared error between attention scores (before "
+        "the softmax, per head) of each student layer and its teacher layer; needs the "
+        "teacher's number of heads.",
+    )
+    layer_map: list[int] = opt(
+        [],
+        "Encoder students: the teacher layer (0-based) each student layer learns from, in order "
+        "([] = TinyBERT's uniform map, e.g. [1, 3, 5, 7, 9, 11] for 6 of 12 layers).",
+    )
     student_layers: list[int] = opt(
         [],
-        "Teacher blocks copied into the student, in order, with the token and position "
-        "embeddings and the final norm (DistilGPT2: [0, 2, 4, 7, 9, 11] of GPT-2's 12); needs a "
-        "GPT-2 teacher, model.n_layer = their number and the teacher's width and heads. "
-        "[] = random initialisation.",
+        "Teacher layers copied into the student, in order, with the embeddings (and final norm, "
+        "pooler, masked-LM head). GPT-2 (DistilGPT2: [0, 2, 4, 7, 9, 11] of 12) needs "
+        "model.n_layer = their number and the teacher's width and heads; a BERT-family student "
+        "becomes the teacher's architecture with these layers (LightMBERT: the bottom 6, "
+        "[0, 1, 2, 3, 4, 5]) whatever [model] says. [] = a student of [model]'s shape at random.",
+    )
+    freeze_embeddings: bool = opt(
+        False,
+        "Encoder students: do not train the word embeddings (LightMBERT freezes them; the "
+        "Swedish distilled mBERT did not).",
     )
     cosine_hidden: str = opt(
         "last",

@@ -126,6 +126,11 @@ def is_masked_lm_config(config) -> bool:
     ) and (config.model_type in ("bert", "roberta", "xlm-roberta", "distilbert", "electra"))
 
 
+def has_masked_lm_head(config) -> bool:
+    """Whether the checkpoint's weights include a masked-LM head (not only the encoder)."""
+    return any("ForMaskedLM" in a or "ForPreTraining" in a for a in config.architectures or [])
+
+
 def is_masked_lm(model_dir: Path | str) -> bool:
     """Whether the checkpoint or exported folder holds a masked LM (by its config.json).
 

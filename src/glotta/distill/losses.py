@@ -91,3 +91,44 @@ def distillation_loss_sum(
         total = total + weights.alpha_cos * cos
         parts["cos"] = cos.detach()
     return total, parts
+
+
+# Encoder (masked-LM) students: layer-to-layer losses of TinyBERT (Jiao et al. 2020), which
+# LightMBERT (Jiao et al. 2021) applies to an mBERT student made of the teacher's bottom layers.
+# Both are sums over positions, like the terms above; the loop divides by the step's positions.
+
+
+def hidden_mse_sum(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
+    """Sum over positions of the mean squared error over the hidden width (widths already equal)."""
+    return (student_hidden.float() - teacher_hidden.float()).pow(2).mean(dim=-1).sum()
+
+
+def attention_mse_sum(student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
+    """Sum over query positions of the mean squared error of attention scores over heads and keys.
+
+    Scores are ``(batch, heads, queries, keys)`` before the softmax, as TinyBERT compares them
+    (they carry more than the probabilities, which the softmax squeezes towards 0 for most keys).
+    """
+    return (student_scores.float() - teacher_scores.float()).pow(2).mean(dim=(1, 3)).sum()
+
+
+class TermMeans:
+    """Each loss term's mean per position since the last report, for the metrics log.
+
+    Sums stay on the device (no sync per micro-batch) until ``pop``; under DDP they are process
+    0's share of the step, an estimate of the whole (the loss itself is all-reduced).
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.positions = 0
+
+    def add(self, parts: dict[str, torch.Tensor], positions: int) -> None:
+        for name, value in parts.items():
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.positions += positions
+
+    def pop(self) -> dict[str, float]:
+        means = {f"loss_{k}": float(v) / max(self.positions, 1) for k, v in self.sums.items()}
+        self.sums, self.positions = {}, 0
+        return means

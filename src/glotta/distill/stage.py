@@ -8,7 +8,9 @@ It writes what `glotta train` writes (RUN_DIR/train: checkpoints/, metrics.jsonl
 COMPLETE.json with stage "distill"), so eval and export work on the student as on any model,
 plus RUN_DIR/train/distill.json (teacher, weights of the loss terms, temperature, initialisation)
 for the model card. Steps, batches, schedule, checkpoints, resume and DDP/FSDP are the loop's
-(:func:`glotta.train.loop.run_train`); only the loss differs (:class:`DistillObjective`).
+(:func:`glotta.train.loop.run_train`); only the loss differs: :class:`DistillObjective` for a
+causal LM student, :class:`glotta.distill.encoder.EncoderDistillObjective` for an encoder
+(train.objective = "mlm").
 
 The teacher lives beside the student, not inside it: it is neither wrapped in DDP nor sharded
 nor checkpointed; every process holds a copy, frozen, in eval mode, runs it under
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 
 from glotta.config import DistillConfig, ModelConfig, TrainConfig
-from glotta.distill.losses import LossWeights, distillation_loss_sum
+from glotta.distill.losses import LossWeights, TermMeans, distillation_loss_sum
 from glotta.distill.student import (
     attach_projection,
     copy_teacher_layers,
@@ -70,6 +72,7 @@ class DistillObjective(Objective):
         self.vocab_size = 0
         self.student_parameters = 0
         self.is_main = True
+        self.terms = TermMeans()
 
     def stage_config(self, cfg: TrainConfig, model_cfg: ModelConfig) -> DistillStage:
         return DistillStage(cfg, model_cfg, self.cfg)
@@ -136,8 +139,8 @@ class DistillObjective(Objective):
         hidden = bool(self.weights.alpha_cos)
         out = model(input_ids=inputs, output_hidden_states=hidden)
         if not (self.weights.alpha_ce or hidden):  # the data alone (an ablation): no teacher pass
-            total, _ = distillation_loss_sum(out.logits, out.logits, targets, self.weights)
-            return total
+            total, parts = distillation_loss_sum(out.logits, out.logits, targets, self.weights)
+            return self._record(model, total, parts, targets.numel())
         with torch.inference_mode():  # no graph, no saved activations: the teacher only predicts
             taught = self.teacher(input_ids=inputs, output_hidden_states=hidden)
         student_hidden = teacher_hidden = None
@@ -146,7 +149,7 @@ class DistillObjective(Objective):
             if self.projection is not None:
                 student_hidden = self.projection(student_hidden)
             teacher_hidden = taught.hidden_states[-1]
-        total, _ = distillation_loss_sum(
+        total, parts = distillation_loss_sum(
             out.logits,
             taught.logits[..., : self.vocab_size],  # padded vocabularies: the tokenizer's ids
             targets,
@@ -154,7 +157,16 @@ class DistillObjective(Objective):
             student_hidden,
             teacher_hidden,
         )
+        return self._record(model, total, parts, targets.numel())
+
+    def _record(self, model, total: torch.Tensor, parts: dict, positions: int) -> torch.Tensor:
+        """Keep the terms of training steps (not of validation) for the metrics log."""
+        if model.training:
+            self.terms.add(parts, positions)
         return total
+
+    def log_values(self) -> dict[str, float]:
+        return self.terms.pop()
 
     def state(self) -> dict:
         return {"kind": "distill", "teacher": self.identity}
@@ -182,12 +194,10 @@ def check_config(cfg: DistillConfig, train_cfg: TrainConfig) -> None:
             "distill.teacher is empty: name a causal LM folder or hub id (e.g. --teacher "
             "runs/teacher/export)"
         )
-    if train_cfg.objective != "clm":
-        raise GlottaError(
-            f"distillation trains a causal LM student: train.objective must be 'clm' "
-            f"(got {train_cfg.objective!r})"
-        )
-    alphas = {"alpha_ce": cfg.alpha_ce, "alpha_clm": cfg.alpha_clm, "alpha_cos": cfg.alpha_cos}
+    if train_cfg.objective == "mlm":
+        alphas = {"alpha_hidden": cfg.alpha_hidden, "alpha_attention": cfg.alpha_attention}
+    else:
+        alphas = {"alpha_ce": cfg.alpha_ce, "alpha_clm": cfg.alpha_clm, "alpha_cos": cfg.alpha_cos}
     negative = [k for k, v in alphas.items() if v < 0]
     if negative or not sum(alphas.values()) > 0:
         raise GlottaError(
@@ -223,13 +233,20 @@ def run_distill(
     model_cfg: ModelConfig,
     resume: str = "auto",
 ) -> dict:
-    """Stage entry: distill the teacher into a student of shape [model], trained as [train] says.
+    """Stage entry: distill the teacher into a student of shape [model] (an encoder student: cut
+    from the teacher, see :mod:`glotta.distill.encoder`), trained as [train] says.
 
     ``resume`` is 'auto', 'always' or 'never', as for training. Returns the training summary.
     """
     check_config(cfg, train_cfg)
-    _check_teacher_context(cfg, train_cfg)
-    objective = DistillObjective(cfg, run_dir.tokenizer, run_dir.train / DISTILL_INFO)
+    info_path = run_dir.train / DISTILL_INFO
+    if train_cfg.objective == "mlm":
+        from glotta.distill.encoder import EncoderDistillObjective
+
+        objective = EncoderDistillObjective(cfg, run_dir.tokenizer, info_path)
+    else:
+        _check_teacher_context(cfg, train_cfg)
+        objective = DistillObjective(cfg, run_dir.tokenizer, info_path)
     summary = run_train(train_cfg, model_cfg, run_dir, resume=resume, objective=objective)
     if objective.projection is not None:
         # The loop counted the projection too; the card describes the student as exported.

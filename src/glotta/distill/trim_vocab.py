@@ -17,10 +17,12 @@ and cannot lose tokens this simply.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import torch
 from glotta.errors import GlottaError
 
 CONTINUATION = "##"
+VOCAB_TRIM_FILE = "vocab_trim.json"  # in a run's tokenizer folder: the kept ids of the original
 ENCODE_BATCH = 1000
 
 
@@ -61,6 +64,56 @@ def kept_token_ids(
     return sorted(keep)
 
 
+@dataclass
+class TrimPlan:
+    """Which tokens of a WordPiece tokenizer a corpus keeps, and their new ids."""
+
+    spec: dict  # the tokenizer.json being trimmed
+    keep: list[int]  # old ids, ascending; new id = position in this list
+    counts: Counter[int]  # old id -> occurrences in the corpus
+
+    @property
+    def new_id(self) -> dict[int, int]:
+        return {old: new for new, old in enumerate(self.keep)}
+
+    def report(self) -> dict[str, Any]:
+        vocab = self.spec["model"]["vocab"]
+        unk_id = vocab.get(self.spec["model"].get("unk_token", "[UNK]"))
+        total = sum(self.counts.values())
+        return {
+            "vocab_before": len(vocab),
+            "vocab_after": len(self.keep),
+            "corpus_tokens": total,
+            "corpus_distinct_tokens": len(self.counts),
+            "corpus_unk_share": round(self.counts.get(unk_id, 0) / total, 6)
+            if unk_id is not None
+            else None,
+        }
+
+
+def plan_trim(
+    model_dir: Path, texts: Iterable[str], min_count: int = 1, keep_chars: bool = True
+) -> TrimPlan:
+    """Count the corpus's tokens with the tokenizer in ``model_dir`` and choose the kept ones."""
+    from tokenizers import Tokenizer
+
+    tokenizer_file = Path(model_dir) / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise GlottaError(f"{model_dir} has no tokenizer.json (a fast tokenizer is needed)")
+    spec = json.loads(tokenizer_file.read_text("utf-8"))
+    if spec["model"]["type"] != "WordPiece":
+        raise GlottaError(
+            f"{tokenizer_file}: vocabulary trimming supports WordPiece tokenizers (BERT, mBERT), "
+            f"not {spec['model']['type']}"
+        )
+    counts = count_token_ids(Tokenizer.from_file(str(tokenizer_file)), texts)
+    if not counts:
+        raise GlottaError("the corpus for vocabulary trimming is empty: give --input files")
+    special = {token["id"] for token in spec["added_tokens"]}
+    keep = kept_token_ids(spec["model"]["vocab"], counts, special, min_count, keep_chars)
+    return TrimPlan(spec, keep, counts)
+
+
 def trim_vocabulary(
     model_dir: str | Path,
     texts: Iterable[str],
@@ -73,54 +126,58 @@ def trim_vocabulary(
     Returns a report: vocabulary and parameter counts before and after, and the share of the
     corpus's tokens that were ``[UNK]`` (trimming never adds any for the corpus itself).
     """
-    from tokenizers import Tokenizer
     from transformers import AutoConfig
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    tokenizer_file = model_dir / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise GlottaError(f"{model_dir} has no tokenizer.json (a fast tokenizer is needed)")
-    spec = json.loads(tokenizer_file.read_text("utf-8"))
-    if spec["model"]["type"] != "WordPiece":
-        raise GlottaError(
-            f"{tokenizer_file}: vocabulary trimming supports WordPiece tokenizers (BERT, mBERT), "
-            f"not {spec['model']['type']}"
-        )
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    vocab: dict[str, int] = spec["model"]["vocab"]
-    special = {token["id"] for token in spec["added_tokens"]}
-    counts = count_token_ids(tokenizer, texts)
-    if not counts:
-        raise GlottaError("the corpus for vocabulary trimming is empty: give --input files")
-    keep = kept_token_ids(vocab, counts, special, min_count, keep_chars)
-    new_id = {old: new for new, old in enumerate(keep)}
-
+    plan = plan_trim(model_dir, texts, min_count, keep_chars)
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    _write_tokenizer(model_dir, spec, new_id, partial)
-    config = AutoConfig.from_pretrained(model_dir)
-    params_before, params_after = _write_model(model_dir, keep, new_id, config, partial)
+    write_trimmed_tokenizer(model_dir, plan, partial)
+    model = load_encoder(model_dir, AutoConfig.from_pretrained(model_dir))
+    params_before, params_after = slice_vocabulary(model, plan.keep)
+    model.save_pretrained(partial, safe_serialization=True)
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)  # last: a folder named out_dir is always complete
-
-    unk_id = vocab.get(spec["model"].get("unk_token", "[UNK]"))
-    total = sum(counts.values())
     return {
         "model": str(model_dir),
         "out": str(out_dir),
-        "vocab_before": len(vocab),
-        "vocab_after": len(keep),
-        "corpus_tokens": total,
-        "corpus_distinct_tokens": len(counts),
-        "corpus_unk_share": round(counts.get(unk_id, 0) / total, 6) if unk_id is not None else None,
+        **plan.report(),
         "parameters_before": params_before,
         "parameters_after": params_after,
     }
 
 
-def _write_tokenizer(model_dir: Path, spec: dict, new_id: dict[int, int], out: Path) -> None:
+def trim_copied_tokenizer(
+    folder: Path, texts: Iterable[str], source: str, min_count: int = 1
+) -> dict[str, Any]:
+    """Trim the tokenizer saved in ``folder`` (the tokenizer stage's copy of ``source``) to the
+    tokens of ``texts``, in place, and record the kept ids in ``VOCAB_TRIM_FILE`` so that models
+    of the original vocabulary (a distillation teacher) can be trimmed to match."""
+    from glotta.rundir import write_json_atomic
+
+    plan = plan_trim(folder, texts, min_count)
+    write_trimmed_tokenizer(folder, plan, folder)
+    report = plan.report()
+    write_json_atomic(folder / VOCAB_TRIM_FILE, {"source": source, **report, "kept_ids": plan.keep})
+    print(
+        f"tokenizer: trimmed {source} from {report['vocab_before']:,} to "
+        f"{report['vocab_after']:,} tokens (those of the train split, special tokens and "
+        "single characters)",
+        flush=True,
+    )
+    return {"vocab_size": report["vocab_after"], "trimmed_from": report["vocab_before"]}
+
+
+def read_kept_ids(tokenizer_dir: Path) -> list[int] | None:
+    """The original ids the run's trimmed tokenizer kept, or None if it was not trimmed."""
+    path = Path(tokenizer_dir) / VOCAB_TRIM_FILE
+    return json.loads(path.read_text())["kept_ids"] if path.is_file() else None
+
+
+def write_trimmed_tokenizer(model_dir: Path, plan: TrimPlan, out: Path) -> None:
     """tokenizer.json (and vocab.txt, configs) with the kept tokens renumbered in order."""
+    spec, new_id = copy.deepcopy(plan.spec), plan.new_id
     old_vocab = spec["model"]["vocab"]
     spec["model"]["vocab"] = {t: new_id[i] for t, i in old_vocab.items() if i in new_id}
     for token in spec["added_tokens"]:
@@ -129,9 +186,18 @@ def _write_tokenizer(model_dir: Path, spec: dict, new_id: dict[int, int], out: P
     (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), "utf-8")
     ordered = sorted(spec["model"]["vocab"].items(), key=lambda item: item[1])
     (out / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in ordered), "utf-8")
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        if (model_dir / name).is_file():
-            shutil.copy(model_dir / name, out / name)
+    config_file = Path(model_dir) / "tokenizer_config.json"
+    if config_file.is_file():  # its added_tokens_decoder is keyed by id: renumber it
+        config = json.loads(config_file.read_text("utf-8"))
+        decoder = config.get("added_tokens_decoder")
+        if decoder:
+            config["added_tokens_decoder"] = {
+                str(new_id[int(i)]): token for i, token in decoder.items() if int(i) in new_id
+            }
+        (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False), "utf-8")
+    special_map = Path(model_dir) / "special_tokens_map.json"
+    if special_map.is_file() and special_map.resolve() != (out / special_map.name).resolve():
+        shutil.copy(special_map, out / special_map.name)
 
 
 def _renumber_post_processor(processor: dict | None, vocab: dict[str, int]) -> None:
@@ -147,24 +213,27 @@ def _renumber_post_processor(processor: dict | None, vocab: dict[str, int]) -> N
             processor[key] = [processor[key][0], vocab[processor[key][0]]]
 
 
-def _write_model(
-    model_dir: Path, keep: list[int], new_id: dict[int, int], config, out: Path
-) -> tuple[int, int]:
-    """Slice the embedding rows (and a tied MLM head) to the kept ids; save as safetensors."""
+def load_encoder(model_dir: Path, config):
+    """The encoder with its masked-LM head if it has one (so the head is trimmed too)."""
     from transformers import AutoModel, AutoModelForMaskedLM
 
-    has_mlm_head = any(
-        "ForMaskedLM" in a or "ForPreTraining" in a for a in config.architectures or []
-    )
-    loader = AutoModelForMaskedLM if has_mlm_head else AutoModel
-    model = loader.from_pretrained(model_dir)
+    from glotta.models import has_masked_lm_head
+
+    loader = AutoModelForMaskedLM if has_masked_lm_head(config) else AutoModel
+    return loader.from_pretrained(model_dir)
+
+
+def slice_vocabulary(model, keep: list[int]) -> tuple[int, int]:
+    """Keep only the embedding rows ``keep`` (and an MLM head's output rows and bias), in place;
+    returns the parameter counts before and after."""
     before = sum(p.numel() for p in model.parameters())
+    new_id = {old: new for new, old in enumerate(keep)}
     index = torch.tensor(keep)
     old_input = model.get_input_embeddings()
     new_input = torch.nn.Embedding(len(keep), old_input.embedding_dim, padding_idx=None)
     new_input.weight.data = old_input.weight.data[index].clone()
     model.set_input_embeddings(new_input)
-    output = model.get_output_embeddings() if has_mlm_head else None
+    output = model.get_output_embeddings()
     if output is not None:
         new_output = torch.nn.Linear(output.in_features, len(keep), bias=output.bias is not None)
         new_output.weight.data = output.weight.data[index].clone()
@@ -191,5 +260,4 @@ def _write_model(
     if output is not None and getattr(model.config, "tie_word_embeddings", False):
         model.tie_weights()
     after = sum(p.numel() for p in model.parameters())
-    model.save_pretrained(out, safe_serialization=True)
     return before, after

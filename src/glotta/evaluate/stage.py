@@ -22,6 +22,7 @@ from glotta.errors import GlottaError
 from glotta.evaluate.perplexity import Score, score_token_documents, unigram_baseline
 from glotta.models import (
     eos_id_of,
+    has_masked_lm_head,
     is_masked_lm,
     load_causal_lm,
     load_masked_lm,
@@ -118,6 +119,11 @@ def run_eval(cfg: EvalConfig, run_dir: RunDir) -> dict:
     if checkpoint is None:
         raise GlottaError(f"no checkpoint in {run_dir.checkpoints}")
     begin_stage(run_dir.eval)
+    distill_info = run_dir.train / "distill.json"
+    if distill_info.is_file() and json.loads(distill_info.read_text()).get("kind") == "encoder":
+        return _run_encoder_distill_eval(
+            cfg, run_dir, checkpoint, json.loads(distill_info.read_text())
+        )
     if is_masked_lm(checkpoint):
         return _run_masked_eval(cfg, run_dir, checkpoint)
     split_path = run_dir.corpus / f"{cfg.split}.jsonl"
@@ -159,13 +165,32 @@ def _trained_block_size(run_dir: RunDir, model) -> int:
 
 def _run_masked_eval(cfg: EvalConfig, run_dir: RunDir, checkpoint: Path) -> dict:
     """The eval stage for a masked LM: masked-token loss on the packed split, and a baseline."""
-    from transformers import AutoTokenizer
-
-    from glotta.evaluate.masked import eval_blocks, masked_lm_eval, masked_unigram_baseline
-    from glotta.masking import MaskingSpec
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_masked_lm(checkpoint, device)
+    data = _masked_eval_data(cfg, run_dir, model)
+    rows = _masked_rows(cfg, run_dir, [(f"glotta ({checkpoint.name})", model)], data, device)
+    results = {
+        "split": cfg.split,
+        "checkpoint": str(checkpoint),
+        "objective": "mlm",
+        "block_size": data.block_size,
+        "mlm_probability": data.probability,
+        "rows": rows,
+    }
+    (run_dir.eval / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nheld-out masked-token evaluation on the {cfg.split} shard ({data.num_blocks} blocks)")
+    print(format_masked_table(rows), flush=True)
+    mark_complete(run_dir.eval, "eval", stage_fingerprint(cfg, run_dir.train), {"rows": rows})
+    return results
+
+
+def _masked_eval_data(cfg: EvalConfig, run_dir: RunDir, model):
+    """The held-out split's blocks of the trained length, with the fixed evaluation masks."""
+    from transformers import AutoTokenizer
+
+    from glotta.evaluate.masked import eval_blocks
+    from glotta.masking import MaskingSpec
+
     spec = MaskingSpec.from_tokenizer(AutoTokenizer.from_pretrained(str(run_dir.tokenizer)))
     block_size = _trained_block_size(run_dir, model)
     data = eval_blocks(run_dir.shards / f"{cfg.split}.bin", block_size, spec)
@@ -174,25 +199,79 @@ def _run_masked_eval(cfg: EvalConfig, run_dir: RunDir, checkpoint: Path) -> dict
             f"the {cfg.split} shard holds less than one block of {block_size} tokens; raise "
             f"corpus.{cfg.split}_fraction or add text"
         )
-    score = masked_lm_eval(model, data, cfg.batch_size, device)
-    rows = [{"name": f"glotta ({checkpoint.name})", "kind": "model", **score.as_dict()}]
+    return data
+
+
+def _masked_rows(cfg: EvalConfig, run_dir: RunDir, models: list, data, device) -> list[dict]:
+    """Masked-token loss of each (name, model), then the unigram baseline on the same masks."""
+    from glotta.evaluate.masked import masked_lm_eval, masked_unigram_baseline
+
+    rows = [
+        {
+            "name": name,
+            "kind": "model",
+            **masked_lm_eval(model, data, cfg.batch_size, device).as_dict(),
+        }
+        for name, model in models
+    ]
     if cfg.unigram_baseline:
         baseline = masked_unigram_baseline(
-            open_shard(run_dir.shards / "train.bin"), model.config.vocab_size, data
+            open_shard(run_dir.shards / "train.bin"), models[0][1].config.vocab_size, data
         )
         rows.append({"name": "unigram baseline", "kind": "baseline", **baseline.as_dict()})
+    return rows
+
+
+def _run_encoder_distill_eval(
+    cfg: EvalConfig, run_dir: RunDir, checkpoint: Path, info: dict
+) -> dict:
+    """The eval stage of an encoder distillation: how closely the student's hidden states track
+    the teacher's on the held-out split, next to the student's starting point; and, when the
+    student has a masked-LM head, masked-token loss of student and teacher."""
+    from transformers import AutoModel
+
+    from glotta.distill.encoder import cut_student, load_run_teacher
+    from glotta.evaluate.agreement import format_agreement_table, hidden_state_agreement
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = info["config"]
+    teacher = load_run_teacher(config["teacher"], run_dir.tokenizer).to(device)
+    student = AutoModel.from_pretrained(str(checkpoint)).to(device)
+    data = _masked_eval_data(cfg, run_dir, student)
+    layer_map = info["layer_map"]
+    candidates = [(f"student ({checkpoint.name})", student)]
+    if config["student_layers"]:
+        start = cut_student(teacher, config["student_layers"]).to(device)
+        candidates.append((f"start: teacher layers {config['student_layers']}", start))
+    agreement = [
+        {
+            "name": name,
+            **hidden_state_agreement(model, teacher, data, layer_map, cfg.batch_size, device),
+        }
+        for name, model in candidates
+    ]
+    print(f"\nhidden states vs the teacher's on the {cfg.split} shard ({data.num_blocks} blocks)")
+    print(format_agreement_table(agreement), flush=True)
+    rows = []
+    if has_masked_lm_head(student.config) and has_masked_lm_head(teacher.config):
+        masked = [
+            (f"student ({checkpoint.name})", load_masked_lm(checkpoint, device)),
+            ("teacher", teacher),
+        ]
+        rows = _masked_rows(cfg, run_dir, masked, data, device)
+        print(format_masked_table(rows), flush=True)
     results = {
         "split": cfg.split,
         "checkpoint": str(checkpoint),
-        "objective": "mlm",
-        "block_size": block_size,
-        "mlm_probability": data.probability,
+        "objective": "distill-encoder",
+        "teacher": config["teacher"],
+        "block_size": data.block_size,
+        "agreement": agreement,
         "rows": rows,
     }
     (run_dir.eval / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nheld-out masked-token evaluation on the {cfg.split} shard ({score.blocks} blocks)")
-    print(format_masked_table(rows), flush=True)
-    mark_complete(run_dir.eval, "eval", stage_fingerprint(cfg, run_dir.train), {"rows": rows})
+    summary = {"rows": rows, "last_layer_cosine": agreement[0]["last_layer_cosine"]}
+    mark_complete(run_dir.eval, "eval", stage_fingerprint(cfg, run_dir.train), summary)
     return results
 
 

@@ -105,6 +105,13 @@ def special_tokens(cfg: TokenizerConfig) -> dict[str, Any]:
 
 def check_config(cfg: TokenizerConfig) -> None:
     """Reject settings that cannot work, naming the key, before any training."""
+    if cfg.trim_vocab and not cfg.pretrained:
+        raise GlottaError(
+            "tokenizer.trim_vocab trims an existing vocabulary: set tokenizer.pretrained (e.g. "
+            '"bert-base-multilingual-cased")'
+        )
+    if cfg.trim_min_count < 1:
+        raise GlottaError(f"tokenizer.trim_min_count = {cfg.trim_min_count} must be at least 1")
     if cfg.pretrained:
         return  # nothing is trained; loading says what is wrong with the folder
     if cfg.kind not in ("bpe", "unigram", *MLM_SPECIALS):
@@ -167,7 +174,13 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], out_dir: Path) -
     out_dir = Path(out_dir)
     started = time.perf_counter()
     if cfg.pretrained:
-        return copy_pretrained_tokenizer(cfg.pretrained, out_dir, started)
+        stats = copy_pretrained_tokenizer(cfg.pretrained, out_dir, started)
+        if cfg.trim_vocab:
+            from glotta.distill.trim_vocab import trim_copied_tokenizer
+
+            stats.update(trim_copied_tokenizer(out_dir, texts, cfg.pretrained, cfg.trim_min_count))
+            write_json_atomic(out_dir / TRAINING_STATS_FILE, stats)
+        return stats
     sample, seen = reservoir_sample(texts, cfg.max_training_texts, cfg.seed)
     if not any(sample):
         raise GlottaError("tokenizer: no training text (the train split is empty)")

@@ -114,11 +114,15 @@ class Objective:
     """What the loop minimises: by default the summed token loss of ``token_loss_sum``.
 
     Distillation (:mod:`glotta.distill`) passes its own and reuses everything else: steps,
-    token weighting, checkpoints, resume, DDP/FSDP. On every process, ``prepare`` runs once the
-    model is built and before a checkpoint is loaded into it (modules it adds to the model are
-    trained and checkpointed with it); ``loss_sum`` returns a sum over the micro-batch's predicted
-    tokens; ``state()`` goes into every trainer_state.json and comes back to ``check_resume``.
-    Validation stays ``token_loss_sum``, so validation losses compare across objectives.
+    token weighting, checkpoints, resume, DDP/FSDP. On every process, ``build_model`` makes the
+    model (default: [model] as :func:`glotta.models.build_model` builds it; an encoder student is
+    cut from its teacher instead), ``prepare`` runs once it is built and before a checkpoint is
+    loaded into it (modules it adds to the model are trained and checkpointed with it);
+    ``loss_sum`` returns a sum over the micro-batch's predicted tokens, which
+    ``predicted_tokens`` counts (the step's loss is divided by their total over the step);
+    ``state()`` goes into every trainer_state.json and comes back to ``check_resume``.
+    Validation uses ``validation_loss_sum``: the token loss by default, so validation losses
+    compare across objectives that predict tokens.
     """
 
     stage = "train"  # the stage named in RUN_DIR/train/COMPLETE.json
@@ -127,11 +131,27 @@ class Objective:
         """What the stage's fingerprint covers."""
         return TrainStage(cfg, model_cfg)
 
+    def build_model(
+        self, model_cfg: ModelConfig, objective: str, vocab_size: int, block_size: int, special_ids
+    ) -> torch.nn.Module:
+        return build_model(model_cfg, objective, vocab_size, block_size, special_ids)
+
     def prepare(self, model: torch.nn.Module, ctx: Dist) -> None:
         pass
 
     def loss_sum(self, model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return token_loss_sum(model, inputs, targets)
+
+    def validation_loss_sum(self, model, inputs: torch.Tensor, targets: torch.Tensor):
+        return token_loss_sum(model, inputs, targets)
+
+    def predicted_tokens(self, inputs: torch.Tensor, targets: torch.Tensor) -> int:
+        """Positions ``loss_sum`` sums over: every target that is not ignored (mlm: the masked)."""
+        return int((targets != IGNORE_INDEX).sum())
+
+    def log_values(self) -> dict[str, float]:
+        """Extra values for the metrics log at each logged step (e.g. each loss term's mean)."""
+        return {}
 
     def state(self) -> dict:
         return {}
@@ -142,12 +162,18 @@ class Objective:
 
 @torch.no_grad()
 def validation_loss(
-    model: torch.nn.Module, data: BlockDataset, cfg: TrainConfig, ctx: Dist, amp: torch.dtype | None
+    model: torch.nn.Module,
+    data: BlockDataset,
+    cfg: TrainConfig,
+    ctx: Dist,
+    amp: torch.dtype | None,
+    objective: Objective | None = None,
 ) -> float:
     """Mean token loss on the first ``eval_batches`` micro-batches of the valid shard.
 
     Masked LM: the masks of a valid block depend on its index only, the same at every evaluation.
     """
+    objective = objective or Objective()
     model.eval()
     count = min(data.num_blocks, cfg.eval_batches * cfg.micro_batch_size * ctx.world_size)
     count -= count % ctx.world_size
@@ -156,9 +182,10 @@ def validation_loss(
     for start in range(0, len(indices), cfg.micro_batch_size):
         rows = indices[start : start + cfg.micro_batch_size]
         inputs, targets = data.batch(rows, first_row=int(rows[0]))
+        inputs, targets = inputs.to(ctx.device), targets.to(ctx.device)
         with _autocast(ctx.device, amp):
-            loss_sum += token_loss_sum(model, inputs.to(ctx.device), targets.to(ctx.device)).item()
-        tokens += int((targets != IGNORE_INDEX).sum())
+            loss_sum += objective.validation_loss_sum(model, inputs, targets).item()
+        tokens += objective.predicted_tokens(inputs, targets)
     model.train()
     loss_sum, tokens = all_reduce_sum([loss_sum, float(tokens)], ctx)
     return loss_sum / max(tokens, 1.0)
@@ -307,7 +334,7 @@ def _train(
     special_ids = {"eos": meta["eos_id"]}
     if masking is not None:
         special_ids.update(pad=masking.pad_id, cls=masking.cls_id, sep=masking.sep_id)
-    model = build_model(
+    model = objective.build_model(
         model_cfg, cfg.objective, meta["vocab_size"], phases[0].block_size, special_ids
     )
     objective.prepare(model, ctx)
@@ -465,7 +492,7 @@ def _train_phase(
         # ones (mlm), whose number varies and is counted before any backward pass.
         step_targets = float(tokens_per_step)
         if masking is not None:
-            local = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in micro_batches)
+            local = sum(objective.predicted_tokens(*batch) for batch in micro_batches)
             step_targets = max(1.0, all_reduce_sum([float(local)], ctx)[0])
         loss_sum = 0.0
         for micro in range(plan.accumulation):
@@ -505,6 +532,7 @@ def _train_phase(
                 grad_norm=grad_norm,
                 tokens_seen=run.tokens_seen,
                 tokens_per_second=rate,
+                **objective.log_values(),
             )
             progress.set_postfix(loss=f"{run.last_loss:.3f}", tok_s=f"{rate:,.0f}")
         progress.update(1)
@@ -515,7 +543,7 @@ def _train_phase(
         is_best = False
         if evaluate_now and valid_data.num_blocks:
             # Validation also runs at every checkpoint, so the best checkpoint is known.
-            run.val_loss = validation_loss(forward_model, valid_data, cfg, ctx, amp)
+            run.val_loss = validation_loss(forward_model, valid_data, cfg, ctx, amp, objective)
             metrics.write(run.step, val_loss=run.val_loss, tokens_seen=run.tokens_seen)
             is_best = run.best_val_loss is None or run.val_loss < run.best_val_loss
             if is_best and checkpoint_now:
