@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 
 import torch
 
@@ -41,6 +42,7 @@ from glotta.distill.losses import attention_mse_sum, hidden_mse_sum
 from glotta.distill.stage import DistillObjective
 from glotta.distill.student import attach_projection, student_parameters
 from glotta.distill.teacher import check_vocabulary, teacher_dtype
+from glotta.distill.trim_vocab import read_kept_ids, slice_vocabulary
 from glotta.errors import GlottaError
 from glotta.models import build_model, has_masked_lm_head, position_offset
 from glotta.rundir import write_json_atomic
@@ -69,6 +71,20 @@ def load_encoder_teacher(source: str, dtype: torch.dtype = torch.float32):
         )
     teacher.eval()
     teacher.requires_grad_(False)
+    return teacher
+
+
+def load_run_teacher(source: str, tokenizer_dir: Path):
+    """The teacher, its vocabulary trimmed as the run's tokenizer was (tokenizer.trim_vocab)."""
+    teacher = load_encoder_teacher(source)
+    kept_ids = read_kept_ids(tokenizer_dir)
+    if kept_ids is not None:
+        if max(kept_ids) >= teacher.get_input_embeddings().num_embeddings:
+            raise GlottaError(
+                f"the run's tokenizer was trimmed from a vocabulary larger than the teacher "
+                f"{source}'s; use the teacher's tokenizer as tokenizer.pretrained"
+            )
+        slice_vocabulary(teacher, kept_ids)
     return teacher
 
 
@@ -167,9 +183,12 @@ class EncoderDistillObjective(DistillObjective):
         self, model_cfg: ModelConfig, objective: str, vocab_size: int, block_size: int, special_ids
     ) -> torch.nn.Module:
         cfg = self.cfg
-        teacher = load_encoder_teacher(cfg.teacher)
+        teacher = load_run_teacher(cfg.teacher, self.tokenizer_dir)
         self.vocab_size = check_vocabulary(
-            teacher, cfg.teacher_tokenizer or cfg.teacher, self.tokenizer_dir
+            teacher,
+            cfg.teacher_tokenizer or cfg.teacher,
+            self.tokenizer_dir,
+            read_kept_ids(self.tokenizer_dir),
         )
         positions = teacher.config.max_position_embeddings - position_offset(teacher.config)
         if positions < block_size:

@@ -88,8 +88,13 @@ def teacher_vocab_rows(teacher) -> int:
     return head.weight.shape[0] if head is not None else teacher.config.vocab_size
 
 
-def check_vocabulary(teacher, tokenizer_source: str, student_tokenizer_dir: Path) -> int:
-    """The teacher's tokenizer must map tokens to ids exactly as the student's; returns its size."""
+def check_vocabulary(
+    teacher, tokenizer_source: str, student_tokenizer_dir: Path, kept_ids: list[int] | None = None
+) -> int:
+    """The teacher's tokenizer must map tokens to ids exactly as the student's; returns its size.
+
+    ``kept_ids``: the student's tokenizer is the teacher's trimmed to these ids (in order).
+    """
     path = Path(student_tokenizer_dir) / "tokenizer.json"
     if not path.is_file():
         raise GlottaError(f"no tokenizer in {student_tokenizer_dir}; run `glotta tokenizer` first")
@@ -103,6 +108,9 @@ def check_vocabulary(teacher, tokenizer_source: str, student_tokenizer_dir: Path
             f"cannot load the teacher's tokenizer from {tokenizer_source!r} ({exc}); point "
             "distill.teacher_tokenizer at it"
         ) from None
+    if kept_ids is not None:
+        new_id = {old: new for new, old in enumerate(kept_ids)}
+        teacher_vocab = {t: new_id[i] for t, i in teacher_vocab.items() if i in new_id}
     if teacher_vocab != student_vocab:
         only_teacher = sorted(set(teacher_vocab.items()) - set(student_vocab.items()))[:5]
         only_student = sorted(set(student_vocab.items()) - set(teacher_vocab.items()))[:5]

@@ -13,11 +13,13 @@ import json
 import platform
 import string
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
 
 from glotta.config import RecipeInfo
+from glotta.models import has_masked_lm_head
 
 
 def _read_json(path: Path) -> dict:
@@ -57,9 +59,15 @@ def plot_loss_curve(metrics: list[dict], out_png: Path, title: str) -> bool:
 
 
 def _front_matter(
-    info: RecipeInfo, tags: list[str], results: dict, widget: str, masked: str = ""
+    info: RecipeInfo,
+    tags: list[str],
+    results: dict,
+    widget: str,
+    masked: str = "",
+    headless: bool = False,
 ) -> str:
-    """YAML metadata; ``masked`` is the model type of a masked LM ('bert', 'roberta'), else ''."""
+    """YAML metadata; ``masked`` is the model type of a masked LM ('bert', 'roberta'), else '';
+    ``headless``: an encoder without a masked-LM head (a distilled sentence encoder)."""
     rows = {row["kind"]: row for row in results.get("rows", [])}
     meta: dict[str, Any] = {
         "language": info.language or None,
@@ -72,6 +80,9 @@ def _front_matter(
     if masked:  # the default export tag "text-generation" would mislabel a masked LM
         meta["pipeline_tag"] = "fill-mask"
         meta["tags"] = [masked, "masked-lm", *(t for t in tags if t != "text-generation")]
+    if headless:
+        meta["pipeline_tag"] = "feature-extraction"
+        meta["tags"] = [masked, "encoder", *(t for t in tags if t != "text-generation")]
     if widget:
         meta["widget"] = [{"text": widget}]
     if "model" in rows:
@@ -283,8 +294,12 @@ def _compute_section(train_config: dict, summary: dict) -> str:
 
 def _results_section(results: dict) -> str:
     rows = results.get("rows", [])
-    if not rows:
+    if not rows and not results.get("agreement"):
         return "The model was not evaluated."
+    if results.get("objective") == "distill-encoder":
+        return _agreement_section(results) + (
+            "\n\n" + _masked_results_section(results) if rows else ""
+        )
     if results.get("objective") == "mlm":
         return _masked_results_section(results)
     return (
@@ -310,6 +325,34 @@ def _results_section(results: dict) -> str:
     )
 
 
+def _agreement_section(results: dict) -> str:
+    """How closely the distilled encoder's hidden states track the teacher's (eval/results.json)."""
+    models = results["agreement"]
+    header = ["student layer → teacher layer"]
+    for m in models:
+        header += [f"cosine: {m['name']}", "MSE"]
+    lines = []
+    for i, layer in enumerate(models[0]["layers"]):
+        s, t = layer["student_layer"], layer["teacher_layer"]
+        row = ["embeddings" if s == 0 else f"{s} → {t}"]
+        for m in models:
+            entry = m["layers"][i]
+            row += [
+                f"{entry['cosine']:.4f}",
+                f"{entry['mse']:.4f}" if entry["mse"] is not None else "",
+            ]
+        lines.append(row)
+    return (
+        f"Hidden states of the student next to the teacher's, on the held-out "
+        f"{results.get('split', 'test')} split ({models[0]['positions']:,} positions in blocks of "
+        f"{results.get('block_size')} tokens, unmasked): mean cosine similarity and mean squared "
+        f"error per hidden unit, per layer pair (layers counted from 1; 0 = embeddings)"
+        + (", and for the student's starting point before distillation" if len(models) > 1 else "")
+        + ":\n\n"
+        + _table(header, lines)
+    )
+
+
 def _masked_results_section(results: dict) -> str:
     """Masked-token loss and perplexity (eval/results.json of a masked LM)."""
     return (
@@ -331,8 +374,18 @@ def _masked_results_section(results: dict) -> str:
     )
 
 
-def _usage(masked: str, widget: str, mask_token: str) -> str:
-    """The 'How to use' snippet: fill-mask for a masked LM, text generation otherwise."""
+def _usage(masked: str, widget: str, mask_token: str, headless: bool = False) -> str:
+    """The 'How to use' snippet: fill-mask for a masked LM, hidden states for an encoder without
+    a head, text generation otherwise."""
+    if headless:
+        return (
+            "from transformers import AutoModel, AutoTokenizer\n\n"
+            'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_HUB_ID")\n'
+            'model = AutoModel.from_pretrained("PATH_OR_HUB_ID")\n'
+            f"inputs = tokenizer({json.dumps(widget or 'Hello', ensure_ascii=False)}, "
+            'return_tensors="pt")\n'
+            "hidden_states = model(**inputs).last_hidden_state  # (1, tokens, width)"
+        )
     if masked:
         text = widget if mask_token and mask_token in widget else f"{widget} {mask_token}".strip()
         return (
@@ -394,6 +447,33 @@ def _ner_section(ner: dict) -> str:
     )
 
 
+def _encoder_distill_text(distill: dict) -> str:
+    """The losses and the start of an encoder student (LightMBERT / TinyBERT)."""
+    cfg, projection = distill.get("config", {}), distill.get("projection")
+    layer_map = distill.get("layer_map", [])
+    pairs = ", ".join(f"{m + 1}→{t + 1}" for m, t in enumerate(layer_map))
+    start = (
+        f"the teacher's layers {cfg.get('student_layers')} (numbered from 0) with its embeddings"
+        + (" and masked-LM head (frozen)" if distill.get("teacher_has_mlm_head") else "")
+        if cfg.get("student_layers")
+        else "random weights"
+    )
+    return (
+        f"Loss per position (TinyBERT's layer-wise losses, as LightMBERT uses them): "
+        f"{cfg.get('alpha_hidden')} × mean squared error of hidden states (the embedding output "
+        f"and student layer → teacher layer {pairs})"
+        + (
+            f" through a learned {projection[0]}→{projection[1]} projection (not exported)"
+            if projection
+            else ""
+        )
+        + f" + {cfg.get('alpha_attention')} × mean squared error of the attention scores of the "
+        f"same layer pairs. The student ({distill.get('student_layers')} layers) started from "
+        f"{start}"
+        + ("; its word embeddings stayed frozen." if cfg.get("freeze_embeddings") else ".")
+    )
+
+
 def _distill_section(distill: dict, comparison: dict) -> str:
     """How a distilled student learned (train/distill.json) and, after `glotta compare`, how it
     compares with its teacher and with the same student trained from scratch (eval/compare.json)."""
@@ -406,24 +486,30 @@ def _distill_section(distill: dict, comparison: dict) -> str:
         if cfg.get("student_layers")
         else "random weights"
     )
-    text = (
-        f"## Distillation\n\nDistilled from `{teacher}` ({distill.get('teacher_parameters', 0) / 1e6:.2f}M "
+    text = f"## Distillation\n\nDistilled from `{teacher}` ({distill.get('teacher_parameters', 0) / 1e6:.2f}M "
+    text += (
         f"parameters, {distill.get('teacher_layers')} layers, width {distill.get('teacher_width')}; "
-        f"frozen, run in {distill.get('teacher_runs_in')}). Loss per predicted token: "
-        f"{cfg.get('alpha_ce')} × KL(teacher/T ‖ student/T) × T² + {cfg.get('alpha_clm')} × "
-        f"cross-entropy + {cfg.get('alpha_cos')} × (1 − cosine) of the last hidden states"
-        + (
-            f" (through a learned {projection[0]}→{projection[1]} projection, not exported)"
-            if projection
-            else ""
-        )
-        + f", T = {cfg.get('temperature')}. The student started from {init}"
-        + (
-            "; its position embeddings stayed frozen."
-            if cfg.get("freeze_position_embeddings")
-            else "."
-        )
+        f"frozen, run in {distill.get('teacher_runs_in')}). "
     )
+    if distill.get("kind") == "encoder":
+        text += _encoder_distill_text(distill)
+    else:
+        text += (
+            f"Loss per predicted token: "
+            f"{cfg.get('alpha_ce')} × KL(teacher/T ‖ student/T) × T² + {cfg.get('alpha_clm')} × "
+            f"cross-entropy + {cfg.get('alpha_cos')} × (1 − cosine) of the last hidden states"
+            + (
+                f" (through a learned {projection[0]}→{projection[1]} projection, not exported)"
+                if projection
+                else ""
+            )
+            + f", T = {cfg.get('temperature')}. The student started from {init}"
+            + (
+                "; its position embeddings stayed frozen."
+                if cfg.get("freeze_position_embeddings")
+                else "."
+            )
+        )
     rows = comparison.get("rows", [])
     if rows:
         text += (
@@ -479,6 +565,9 @@ def render_card(
         if train_config.get("train", {}).get("objective") == "mlm"
         else ""
     )
+    headless = bool(masked) and not has_masked_lm_head(
+        SimpleNamespace(architectures=model_config.get("architectures"))
+    )
     init_from = train_config.get("model", {}).get("init_from")
     template = string.Template(
         importlib.resources.files("glotta.export").joinpath("model_card.md").read_text("utf-8")
@@ -496,12 +585,23 @@ def render_card(
             "wrong, it reflects the biases of its training corpus, and it is meant to be "
             "fine-tuned (classification, named entities) and evaluated before any use."
         )
+    if headless:
+        limitations = (
+            f"A {summary.get('parameters', 0) / 1e6:.1f}M-parameter encoder without a masked-LM "
+            f"head, distilled on {summary.get('tokens_seen', 0):,} tokens: its hidden states "
+            "approximate its teacher's (see Evaluation); fine-tune it (classification, named "
+            "entities) and evaluate before any use."
+        )
     return template.substitute(
-        front_matter=_front_matter(info, tags, results, widget, masked),
+        front_matter=_front_matter(info, tags, results, widget, masked, headless),
         title=info.name,
         description=info.description
-        or f"A {'masked' if masked else 'causal'} language model trained with glotta.",
-        usage=_usage(masked, widget, tokenizer_stats.get("mask_token") or "[MASK]"),
+        or (
+            "An encoder distilled with glotta."
+            if headless
+            else f"A {'masked' if masked else 'causal'} language model trained with glotta."
+        ),
+        usage=_usage(masked, widget, tokenizer_stats.get("mask_token") or "[MASK]", headless),
         recipe_name=info.name,
         how_trained=(
             f"distilled from `{distill.get('teacher', {}).get('source')}`"
