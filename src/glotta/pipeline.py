@@ -5,7 +5,8 @@ current settings (chained with the stages before it). Change a corpus setting an
 downstream runs again; change only the generation settings and only the export runs again.
 
 A recipe whose ``[distill]`` names a teacher distills instead of training: the distill stage
-writes the student into RUN_DIR/train, where eval and export find it as any trained model.
+writes the student into RUN_DIR/train, where eval and export find it as any trained model. A
+recipe whose ``[ner]`` names a train_file fine-tunes the model for named entities after eval.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def _stages() -> list[Stage]:
     from glotta.corpus import run_corpus
     from glotta.corpus.stage import output_settings as corpus_output_settings
     from glotta.distill.stage import DistillStage, run_distill
+    from glotta.evaluate.ner import run_ner_stage
     from glotta.evaluate.stage import run_eval
-    from glotta.export.stage import ExportStage, run_export
+    from glotta.export.stage import ExportStage, export_upstream, run_export
     from glotta.tokenizer.pack import run_pack
     from glotta.tokenizer.stage import run_tokenizer
     from glotta.train.loop import TrainStage, run_train
@@ -82,9 +84,19 @@ def _stages() -> list[Stage]:
             lambda d, r: run_eval(r.eval, d),
         ),
         Stage(
+            "ner",
+            lambda d, r: d.ner,
+            lambda d, r: (r.ner, [d.train]),
+            lambda d, r: run_ner_stage(r.ner, d),
+            applies=lambda r: bool(r.ner.train_file),
+        ),
+        Stage(
             "export",
             lambda d, r: Path(r.export.out) if r.export.out else d.export,
-            lambda d, r: (ExportStage(r.export, r.recipe, r.generate), [d.train, d.eval]),
+            lambda d, r: (
+                ExportStage(r.export, r.recipe, r.generate),
+                export_upstream(d),
+            ),
             lambda d, r: run_export(r.export, r.recipe, r.generate, d),
         ),
     ]

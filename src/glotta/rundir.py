@@ -7,7 +7,8 @@ RUN_DIR/
   tokenizer/              tokenizer.json tokenizer_config.json ... stats.json
   shards/                 train.bin valid.bin test.bin meta.json
   train/                  checkpoints/step_XXXXXXXX/ metrics.jsonl tensorboard/
-  eval/                   results.json
+  eval/                   results.json (and ner.json, compare.json)
+  ner/                    COMPLETE.json of the NER stage (its results: eval/ner.json)
   export/                 Hugging Face folder + README.md
 ```
 
@@ -57,6 +58,10 @@ class RunDir:
     @property
     def eval(self) -> Path:
         return self.root / "eval"
+
+    @property
+    def ner(self) -> Path:
+        return self.root / "ner"
 
     @property
     def export(self) -> Path:

@@ -31,7 +31,15 @@ import torch.nn.functional as F
 from glotta.config import NerConfig, TrainConfig
 from glotta.errors import GlottaError
 from glotta.evaluate.ner_data import Sentence, entity_spans, load_ner_data, ner_scores
-from glotta.rundir import RunDir, is_complete, latest_checkpoint
+from glotta.rundir import (
+    RunDir,
+    begin_stage,
+    is_complete,
+    latest_checkpoint,
+    mark_complete,
+    stage_fingerprint,
+    write_json_atomic,
+)
 from glotta.train.optim import build_optimizer, build_scheduler
 
 IGNORE = -100  # label of special tokens, padding and non-first subwords: no loss
@@ -361,6 +369,29 @@ def run_ner(
         "seeds": runs,
         "seconds": time.perf_counter() - started,
     }
+
+
+NER_RESULTS = "ner.json"  # in RUN_DIR/eval, where `glotta export` reads it
+
+
+def run_ner_stage(cfg: NerConfig, run_dir: RunDir) -> dict:
+    """Stage entry (`glotta run` with ner.train_file set): fine-tune the run's latest checkpoint
+    (or ner.model) for named entities; results to RUN_DIR/eval/ner.json, marker in RUN_DIR/ner."""
+    if cfg.model:
+        model_dir, tokenizer_dir = Path(cfg.model), cfg.tokenizer or None
+    else:
+        checkpoint = latest_checkpoint(run_dir.checkpoints)
+        if checkpoint is None:
+            raise GlottaError(f"no checkpoint in {run_dir.checkpoints}; train a model first")
+        model_dir, tokenizer_dir = checkpoint, cfg.tokenizer or run_dir.tokenizer
+    begin_stage(run_dir.ner)
+    result = run_ner(cfg, model_dir, tokenizer_dir)
+    run_dir.eval.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir.eval / NER_RESULTS, result)
+    print(format_ner_table(result), flush=True)
+    summary = {"micro_f1": result["summary"]["micro_f1"]}
+    mark_complete(run_dir.ner, "ner", stage_fingerprint(cfg, run_dir.train), summary)
+    return result
 
 
 def format_ner_table(result: dict) -> str:

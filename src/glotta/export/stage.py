@@ -16,12 +16,18 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, GenerationConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    GenerationConfig,
+)
 
 from glotta.config import ExportConfig, GenerateConfig, RecipeInfo
 from glotta.errors import GlottaError
 from glotta.export.card import plot_loss_curve, read_metrics, render_card
-from glotta.models import is_masked_lm
+from glotta.models import has_masked_lm_head, is_masked_lm
 from glotta.rundir import (
     MARKER,
     RunDir,
@@ -33,7 +39,7 @@ from glotta.rundir import (
 )
 
 # Files of the tokenizer stage that are bookkeeping, not part of the tokenizer.
-_NOT_TOKENIZER_FILES = {MARKER, "stats.json"}
+_NOT_TOKENIZER_FILES = {MARKER, "stats.json", "vocab_trim.json"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +66,11 @@ def generation_config(gen: GenerateConfig, eos_id: int) -> GenerationConfig:
     )
 
 
+def export_upstream(run_dir: RunDir) -> list[Path]:
+    """The stages the card reads: train and eval, and the NER stage when it ran."""
+    return [run_dir.train, run_dir.eval, *([run_dir.ner] if is_complete(run_dir.ner) else [])]
+
+
 def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir: RunDir) -> Path:
     """Stage entry: write the HF folder and model card; returns its path."""
     checkpoint = latest_checkpoint(run_dir.checkpoints)
@@ -71,7 +82,11 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
     begin_stage(partial)
 
     if is_masked_lm(checkpoint):  # BERT/RoBERTa: a fill-mask model, no generation defaults
-        model = AutoModelForMaskedLM.from_pretrained(str(checkpoint), dtype=torch.float32)
+        # An encoder without a head (distilled from a sentence encoder) stays one: loading it as
+        # a masked LM would add a random head.
+        headless = not has_masked_lm_head(AutoConfig.from_pretrained(str(checkpoint)))
+        loader = AutoModel if headless else AutoModelForMaskedLM
+        model = loader.from_pretrained(str(checkpoint), dtype=torch.float32)
     else:
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
         model.generation_config = generation_config(gen, model.config.eos_token_id)
@@ -103,7 +118,7 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
     mark_complete(
         partial,
         "export",
-        stage_fingerprint(ExportStage(cfg, info, gen), run_dir.train, run_dir.eval),
+        stage_fingerprint(ExportStage(cfg, info, gen), *export_upstream(run_dir)),
         {"checkpoint": str(checkpoint)},
     )
     if out.exists():

