@@ -168,6 +168,7 @@ def test_export_is_a_plain_encoder_that_transformers_loads(distilled):
     assert "| 3 → 6 |" in card
 
 
+@pytest.mark.slow
 def test_recipe_runs_with_tiny_overrides_through_ner(tmp_path):
     """The swedish-mbert-distilled recipe end to end: trim, distill, eval, NER, export."""
     recipe = minilm_student_recipe(
@@ -180,7 +181,8 @@ def test_recipe_runs_with_tiny_overrides_through_ner(tmp_path):
         "ner.test_sentences=50",
         "ner.epochs=1",
         "ner.seeds=[0]",
-        "ner.max_length=128",
+        "ner.max_length=64",
+        "ner.batch_size=32",
     )
     assert recipe.train.block_size == 64 and recipe.distill.alpha_hidden == 1.0
     run_dir = RunDir(tmp_path / "run")
@@ -195,6 +197,23 @@ def test_recipe_runs_with_tiny_overrides_through_ner(tmp_path):
     # a second run skips every finished stage
     timings = run_recipe(recipe, run_dir)
     assert all(seconds == 0.0 for seconds in timings.values()), timings
+
+    # glotta compare for encoders: the teacher is fine-tuned for NER with the same settings, the
+    # student's NER result is reused from its run; retention = F1 ratio; the card shows the table.
+    from glotta.evaluate.compare import format_comparison, run_compare
+    from glotta.export.stage import run_export
+
+    result = run_compare(recipe.eval, run_dir, ner_cfg=recipe.ner)
+    teacher, student = result["rows"]
+    assert (teacher["role"], student["role"]) == ("teacher", "distilled")
+    assert student["micro_f1"] == ner["summary"]["micro_f1"]
+    assert student["parameters"] < teacher["parameters"]
+    if teacher["micro_f1"]["mean"]:
+        expected = 100 * student["micro_f1"]["mean"] / teacher["micro_f1"]["mean"]
+        assert student["retention_percent"] == pytest.approx(expected)
+    assert "NER micro F1" in format_comparison(result["rows"])
+    run_export(recipe.export, recipe.recipe, recipe.generate, run_dir)
+    assert "| NER micro F1 | NER macro F1 |" in (run_dir.export / "README.md").read_text()
 
 
 def test_full_size_recipe_settings():

@@ -15,6 +15,13 @@ Models are HF folders or run directories (their export, else their latest checkp
 ``--run-dir`` the student is that run, the teacher the one its distillation recorded
 (train/distill.json), the text its held-out split, and the table goes to RUN_DIR/eval/compare.json,
 which `glotta export` puts on the model card.
+
+Encoders (a distilled BERT-family student, ``train.objective = "mlm"``) are compared on what
+they are for: named entities. Per model: parameters, inference speed (tokens per second of a
+forward pass over batches of 8 x 128 tokens, median of three) and NER micro and macro F1 (mean
+over the [ner] seeds; a run directory's RUN_DIR/eval/ner.json is reused when its settings are the
+recipe's, anything else is fine-tuned here); retention is the model's micro F1 divided by the
+teacher's, in percent.
 """
 
 from __future__ import annotations
@@ -28,12 +35,18 @@ from pathlib import Path
 
 import torch
 
-from glotta.config import EvalConfig, GenerateConfig
+from glotta.config import EvalConfig, GenerateConfig, NerConfig
 from glotta.documents import read_documents
 from glotta.errors import GlottaError
 from glotta.evaluate.stage import read_text_documents, score_model
 from glotta.generate import generate_ids
-from glotta.models import count_parameters, eos_id_of, load_causal_lm, load_tokenizer
+from glotta.models import (
+    count_parameters,
+    eos_id_of,
+    is_masked_lm,
+    load_causal_lm,
+    load_tokenizer,
+)
 from glotta.rundir import RunDir, is_complete, latest_checkpoint, write_json_atomic
 
 COMPARE_FILE = "compare.json"  # in RUN_DIR/eval
@@ -144,18 +157,94 @@ def compare_models(
     return rows
 
 
+def encoder_speed(model, batch: int = 8, length: int = 128, repeats: int = 3) -> float:
+    """Tokens per second of a forward pass over ``batch`` x ``length`` tokens (median of three)."""
+    device = next(model.parameters()).device
+    length = min(length, model.config.max_position_embeddings - 2)
+    ids = torch.randint(5, model.config.vocab_size, (batch, length), device=device)
+    seconds = []
+    with torch.inference_mode():
+        model(input_ids=ids)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(input_ids=ids)
+            seconds.append(time.perf_counter() - start)
+    return batch * length / statistics.median(seconds)
+
+
+def ner_of(candidate: Candidate, cfg: NerConfig) -> dict:
+    """The candidate's NER summary: its run's eval/ner.json if made with ``cfg``, else a fine-tune."""
+    from glotta.evaluate.ner import NER_RESULTS, run_ner
+
+    saved = Path(candidate.name) / "eval" / NER_RESULTS
+    if saved.is_file():
+        result = json.loads(saved.read_text())
+        if result.get("config") == dataclasses.asdict(cfg):
+            return result["summary"]
+    return run_ner(cfg, candidate.model_dir, candidate.tokenizer_dir)["summary"]
+
+
+def compare_encoders(candidates: list[Candidate], ner_cfg: NerConfig) -> list[dict]:
+    """One row per encoder: parameters, forward speed, NER F1; retention against the teacher."""
+    from transformers import AutoModel
+
+    if not ner_cfg.train_file:
+        raise GlottaError(
+            "encoders are compared by NER F1: set ner.train_file (and ner.test_file or "
+            "ner.test_sentences) in the recipe or with --set"
+        )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rows = []
+    for candidate in candidates:
+        model = AutoModel.from_pretrained(candidate.model_dir).to(device).eval()
+        speed = encoder_speed(model)
+        parameters = count_parameters(model)
+        del model
+        ner = ner_of(candidate, ner_cfg)
+        rows.append(
+            {
+                "role": candidate.role,
+                "name": candidate.name,
+                "model": candidate.model_dir,
+                "parameters": parameters,
+                "training_tokens": candidate.training_tokens,
+                "tokens_per_second": speed,
+                "micro_f1": ner["micro_f1"],
+                "macro_f1": ner["macro_f1"],
+            }
+        )
+    teacher = next((r for r in rows if r["role"] == "teacher"), None)
+    for row in rows:
+        row["retention_percent"] = (
+            100.0 * row["micro_f1"]["mean"] / teacher["micro_f1"]["mean"]
+            if teacher and teacher["micro_f1"]["mean"]
+            else None
+        )
+        row["speedup"] = (
+            row["tokens_per_second"] / teacher["tokens_per_second"] if teacher else None
+        )
+    return rows
+
+
 def format_comparison(rows: list[dict]) -> str:
-    header = (
-        f"{'model':<30} {'role':<9} {'params':>8} {'tokens/s':>9} {'perplexity':>11} "
-        f"{'bits/byte':>10} {'retention':>10}"
+    encoders = bool(rows) and "micro_f1" in rows[0]
+    scores = (
+        f"{'NER micro F1':>16} {'macro F1':>9}"
+        if encoders
+        else (f"{'perplexity':>11} {'bits/byte':>10}")
     )
+    header = f"{'model':<30} {'role':<9} {'params':>8} {'tokens/s':>9} {scores} {'retention':>10}"
     lines = [header, "-" * len(header)]
     for r in rows:
         retention = f"{r['retention_percent']:.1f}%" if r["retention_percent"] is not None else "-"
+        if encoders:
+            f1 = f"{r['micro_f1']['mean']:.4f} ± {r['micro_f1']['std']:.4f}"
+            score = f"{f1:>16} {r['macro_f1']['mean']:>9.4f}"
+        else:
+            score = f"{r['perplexity']:>11.2f} {r['bits_per_byte']:>10.4f}"
         lines.append(
             f"{r['name'][-30:]:<30} {r['role']:<9} {r['parameters'] / 1e6:>7.2f}M "
-            f"{r['tokens_per_second']:>9.1f} {r['perplexity']:>11.2f} {r['bits_per_byte']:>10.4f} "
-            f"{retention:>10}"
+            f"{r['tokens_per_second']:>9.1f} {score} {retention:>10}"
         )
     return "\n".join(lines)
 
@@ -169,6 +258,7 @@ def run_compare(
     text: Path | None = None,
     tokenizer: Path | None = None,
     speed_tokens: int = 64,
+    ner_cfg: NerConfig | None = None,
 ) -> dict:
     """Compare the teacher, the student(s) and the from-scratch model(s); see the module doc."""
     candidates: list[Candidate] = []
@@ -194,6 +284,21 @@ def run_compare(
             raise GlottaError("pass --text FILE (held-out text) or --run-dir")
         return read_documents(run_dir.corpus / f"{cfg.split}.jsonl")
 
+    if is_masked_lm(candidates[-1].model_dir):  # a student encoder: compare by NER F1
+        ner_cfg = ner_cfg or NerConfig()
+        rows = compare_encoders(candidates, ner_cfg)
+        result = {
+            "text": f"NER test set {ner_cfg.test_file or ner_cfg.train_file}",
+            "speed": f"forward passes over 8 x 128 tokens on "
+            f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'} "
+            f"({torch.get_num_threads()} threads), median of 3",
+            "retention": "model NER micro F1 / teacher NER micro F1, in percent",
+            "rows": rows,
+        }
+        if run_dir is not None:
+            run_dir.eval.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir.eval / COMPARE_FILE, result)
+        return result
     rows = compare_models(candidates, texts, cfg, tokenizer, speed_tokens)
     result = {
         "text": str(text) if text else f"held-out {cfg.split} split",

@@ -512,6 +512,8 @@ def _distill_section(distill: dict, comparison: dict) -> str:
         )
     rows = comparison.get("rows", [])
     if rows:
+        encoders = "micro_f1" in rows[0]
+        scores = ["NER micro F1", "NER macro F1"] if encoders else ["perplexity", "bits per byte"]
         text += (
             f"\n\nOn the {comparison.get('text')}, next to the teacher and the same student trained "
             f"from scratch (speed: {comparison.get('speed')}; retention = "
@@ -523,8 +525,7 @@ def _distill_section(distill: dict, comparison: dict) -> str:
                     "parameters",
                     "training tokens",
                     "tokens/s",
-                    "perplexity",
-                    "bits per byte",
+                    *scores,
                     "retention",
                 ],
                 [
@@ -534,8 +535,14 @@ def _distill_section(distill: dict, comparison: dict) -> str:
                         f"{r['parameters'] / 1e6:.2f}M",
                         f"{r['training_tokens']:,}" if r.get("training_tokens") else "",
                         f"{r['tokens_per_second']:.0f}",
-                        f"{r['perplexity']:.2f}",
-                        f"{r['bits_per_byte']:.4f}",
+                        *(
+                            [
+                                f"{r['micro_f1']['mean']:.4f} ± {r['micro_f1']['std']:.4f}",
+                                f"{r['macro_f1']['mean']:.4f}",
+                            ]
+                            if encoders
+                            else [f"{r['perplexity']:.2f}", f"{r['bits_per_byte']:.4f}"]
+                        ),
                         f"{r['retention_percent']:.1f}%" if r.get("retention_percent") else "",
                     ]
                     for r in rows
