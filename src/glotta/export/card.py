@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 from glotta.config import RecipeInfo
+from glotta.export.card_distill import agreement_section, distill_section
+from glotta.export.card_tables import table
 from glotta.models import has_masked_lm_head
 
 
@@ -125,12 +127,6 @@ def _model_index(info, results: dict, task: tuple[str, str], metrics: list[tuple
     ]
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _data_section(stats: dict) -> str:
     if not stats:
         return "No corpus statistics were recorded."
@@ -139,7 +135,7 @@ def _data_section(stats: dict) -> str:
         f"Read {stats.get('documents_in', 0):,} documents ({stats.get('bytes_in', 0):,} bytes of "
         f"UTF-8) from: {', '.join(f'`{i}`' for i in stats.get('inputs', [])) or 'the recipe inputs'}.",
         "",
-        _table(
+        table(
             ["split", "documents", "bytes"],
             [
                 [name, f"{s.get('documents', 0):,}", f"{s.get('bytes', 0):,}"]
@@ -205,7 +201,7 @@ def _architecture_section(train_config: dict, summary: dict) -> str:
     if context and mc.get("model_type") == "roberta":
         context -= mc.get("pad_token_id", 1) + 1  # positions start after the padding id
     return (
-        _table(
+        table(
             ["parameters", "layers", "hidden", "heads", "context", "vocabulary"],
             [
                 [
@@ -272,14 +268,14 @@ def _training_section(train_config: dict) -> str:
                 f"{phase.get('learning_rate') or t.get('learning_rate')}",
             ]
         )
-    return _table(["setting", "value"], rows)
+    return table(["setting", "value"], rows)
 
 
 def _compute_section(train_config: dict, summary: dict) -> str:
     hours = summary.get("elapsed_seconds", 0) / 3600
     device = train_config.get("device", "cpu")
     hardware = device if device != "cpu" else f"CPU ({platform.processor() or platform.machine()})"
-    return _table(
+    return table(
         ["hardware", "processes", "wall time", "tokens seen"],
         [
             [
@@ -297,14 +293,14 @@ def _results_section(results: dict) -> str:
     if not rows and not results.get("agreement"):
         return "The model was not evaluated."
     if results.get("objective") == "distill-encoder":
-        return _agreement_section(results) + (
+        return agreement_section(results) + (
             "\n\n" + _masked_results_section(results) if rows else ""
         )
     if results.get("objective") == "mlm":
         return _masked_results_section(results)
     return (
         f"On the held-out {results.get('split', 'test')} split:\n\n"
-        + _table(
+        + table(
             ["model", "perplexity", "bits per byte", "tokens", "bytes"],
             [
                 [
@@ -325,40 +321,12 @@ def _results_section(results: dict) -> str:
     )
 
 
-def _agreement_section(results: dict) -> str:
-    """How closely the distilled encoder's hidden states track the teacher's (eval/results.json)."""
-    models = results["agreement"]
-    header = ["student layer → teacher layer"]
-    for m in models:
-        header += [f"cosine: {m['name']}", "MSE"]
-    lines = []
-    for i, layer in enumerate(models[0]["layers"]):
-        s, t = layer["student_layer"], layer["teacher_layer"]
-        row = ["embeddings" if s == 0 else f"{s} → {t}"]
-        for m in models:
-            entry = m["layers"][i]
-            row += [
-                f"{entry['cosine']:.4f}",
-                f"{entry['mse']:.4f}" if entry["mse"] is not None else "",
-            ]
-        lines.append(row)
-    return (
-        f"Hidden states of the student next to the teacher's, on the held-out "
-        f"{results.get('split', 'test')} split ({models[0]['positions']:,} positions in blocks of "
-        f"{results.get('block_size')} tokens, unmasked): mean cosine similarity and mean squared "
-        f"error per hidden unit, per layer pair (layers counted from 1; 0 = embeddings)"
-        + (", and for the student's starting point before distillation" if len(models) > 1 else "")
-        + ":\n\n"
-        + _table(header, lines)
-    )
-
-
 def _masked_results_section(results: dict) -> str:
     """Masked-token loss and perplexity (eval/results.json of a masked LM)."""
     return (
         f"On the held-out {results.get('split', 'test')} split, in blocks of "
         f"{results.get('block_size')} tokens with fixed masks:\n\n"
-        + _table(
+        + table(
             ["model", "masked-token loss", "masked-token perplexity", "masked tokens"],
             [
                 [r["name"], f"{r['loss']:.4f}", f"{r['perplexity']:.2f}", f"{r['masked_tokens']:,}"]
@@ -443,113 +411,8 @@ def _ner_section(ner: dict) -> str:
         f"scores (as seqeval's strict mode), mean over {seeds} seed(s)"
         + (" ± sample standard deviation of F1" if seeds > 1 else "")
         + ":\n\n"
-        + _table(["type", "precision", "recall", "F1", "support"], rows)
+        + table(["type", "precision", "recall", "F1", "support"], rows)
     )
-
-
-def _encoder_distill_text(distill: dict) -> str:
-    """The losses and the start of an encoder student (LightMBERT / TinyBERT)."""
-    cfg, projection = distill.get("config", {}), distill.get("projection")
-    layer_map = distill.get("layer_map", [])
-    pairs = ", ".join(f"{m + 1}→{t + 1}" for m, t in enumerate(layer_map))
-    start = (
-        f"the teacher's layers {cfg.get('student_layers')} (numbered from 0) with its embeddings"
-        + (" and masked-LM head (frozen)" if distill.get("teacher_has_mlm_head") else "")
-        if cfg.get("student_layers")
-        else "random weights"
-    )
-    return (
-        f"Loss per position (TinyBERT's layer-wise losses, as LightMBERT uses them): "
-        f"{cfg.get('alpha_hidden')} × mean squared error of hidden states (the embedding output "
-        f"and student layer → teacher layer {pairs})"
-        + (
-            f" through a learned {projection[0]}→{projection[1]} projection (not exported)"
-            if projection
-            else ""
-        )
-        + f" + {cfg.get('alpha_attention')} × mean squared error of the attention scores of the "
-        f"same layer pairs. The student ({distill.get('student_layers')} layers) started from "
-        f"{start}"
-        + ("; its word embeddings stayed frozen." if cfg.get("freeze_embeddings") else ".")
-    )
-
-
-def _distill_section(distill: dict, comparison: dict) -> str:
-    """How a distilled student learned (train/distill.json) and, after `glotta compare`, how it
-    compares with its teacher and with the same student trained from scratch (eval/compare.json)."""
-    if not distill:
-        return ""
-    cfg, teacher = distill.get("config", {}), distill.get("teacher", {}).get("source", "?")
-    projection = distill.get("projection")
-    init = (
-        f"blocks {cfg.get('student_layers')} of the teacher with its embeddings and final norm"
-        if cfg.get("student_layers")
-        else "random weights"
-    )
-    text = f"## Distillation\n\nDistilled from `{teacher}` ({distill.get('teacher_parameters', 0) / 1e6:.2f}M "
-    text += (
-        f"parameters, {distill.get('teacher_layers')} layers, width {distill.get('teacher_width')}; "
-        f"frozen, run in {distill.get('teacher_runs_in')}). "
-    )
-    if distill.get("kind") == "encoder":
-        text += _encoder_distill_text(distill)
-    else:
-        text += (
-            f"Loss per predicted token: "
-            f"{cfg.get('alpha_ce')} × KL(teacher/T ‖ student/T) × T² + {cfg.get('alpha_clm')} × "
-            f"cross-entropy + {cfg.get('alpha_cos')} × (1 − cosine) of the last hidden states"
-            + (
-                f" (through a learned {projection[0]}→{projection[1]} projection, not exported)"
-                if projection
-                else ""
-            )
-            + f", T = {cfg.get('temperature')}. The student started from {init}"
-            + (
-                "; its position embeddings stayed frozen."
-                if cfg.get("freeze_position_embeddings")
-                else "."
-            )
-        )
-    rows = comparison.get("rows", [])
-    if rows:
-        encoders = "micro_f1" in rows[0]
-        scores = ["NER micro F1", "NER macro F1"] if encoders else ["perplexity", "bits per byte"]
-        text += (
-            f"\n\nOn the {comparison.get('text')}, next to the teacher and the same student trained "
-            f"from scratch (speed: {comparison.get('speed')}; retention = "
-            f"{comparison.get('retention')}):\n\n"
-            + _table(
-                [
-                    "model",
-                    "role",
-                    "parameters",
-                    "training tokens",
-                    "tokens/s",
-                    *scores,
-                    "retention",
-                ],
-                [
-                    [
-                        f"`{r['name']}`",
-                        r["role"],
-                        f"{r['parameters'] / 1e6:.2f}M",
-                        f"{r['training_tokens']:,}" if r.get("training_tokens") else "",
-                        f"{r['tokens_per_second']:.0f}",
-                        *(
-                            [
-                                f"{r['micro_f1']['mean']:.4f} ± {r['micro_f1']['std']:.4f}",
-                                f"{r['macro_f1']['mean']:.4f}",
-                            ]
-                            if encoders
-                            else [f"{r['perplexity']:.2f}", f"{r['bits_per_byte']:.4f}"]
-                        ),
-                        f"{r['retention_percent']:.1f}%" if r.get("retention_percent") else "",
-                    ]
-                    for r in rows
-                ],
-            )
-        )
-    return text
 
 
 def render_card(
@@ -622,7 +485,7 @@ def render_card(
         tokenizer_section=_tokenizer_section(tokenizer_stats),
         architecture_section=_architecture_section(train_config, summary),
         training_section=_training_section(train_config),
-        distill_section=_distill_section(distill, comparison),
+        distill_section=distill_section(distill, comparison),
         loss_curve=loss_curve,
         compute_section=_compute_section(train_config, summary),
         results_section=_results_section(results),
