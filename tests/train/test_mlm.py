@@ -336,7 +336,9 @@ def test_tiny_bert_learns_more_than_token_frequencies(bert_run):
     losses = [r["loss"] for r in rows if "loss" in r]
     val = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
     assert abs(losses[0] - math.log(512)) < 0.3  # starts at a uniform guess
-    assert val[-1] < losses[0] - 1.0, (losses[0], val)
+    # About 1 nat below the uniform start; measured 0.98-1.05 across machines and loads (float
+    # round-off differs with the threads' schedule and grows over 300 steps), hence 0.8.
+    assert val[-1] < losses[0] - 0.8, (losses[0], val)
     results = json.loads((bert_run.eval / "results.json").read_text())
     model, baseline = results["rows"]
     assert results["objective"] == "mlm" and model["masked_tokens"] > 1000
