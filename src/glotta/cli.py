@@ -383,8 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage(
         "distill",
         cmd_distill,
-        "Distill a teacher (any HF causal LM with the run's tokenizer) into a student shaped by "
-        "[model], trained as [train] says (single process or under torchrun).",
+        "Distill a teacher into a student trained as [train] says (single process or under "
+        "torchrun): a causal LM with the run's tokenizer into a student shaped by [model], or, "
+        "with train.objective = 'mlm', a BERT-family encoder into its bottom layers "
+        "(distill.student_layers; hidden-state and attention MSE).",
         ["distill", "train", "model"],
     )
     _add_resume_flags(p)
