@@ -284,31 +284,27 @@ def run_compare(
             raise GlottaError("pass --text FILE (held-out text) or --run-dir")
         return read_documents(run_dir.corpus / f"{cfg.split}.jsonl")
 
+    hardware = (
+        f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'} "
+        f"({torch.get_num_threads()} threads), median of 3"
+    )
     if is_masked_lm(candidates[-1].model_dir):  # a student encoder: compare by NER F1
         ner_cfg = ner_cfg or NerConfig()
-        rows = compare_encoders(candidates, ner_cfg)
         result = {
             "text": f"NER test set {ner_cfg.test_file or ner_cfg.train_file}",
-            "speed": f"forward passes over 8 x 128 tokens on "
-            f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'} "
-            f"({torch.get_num_threads()} threads), median of 3",
+            "speed": f"forward passes over 8 x 128 tokens on {hardware}",
             "retention": "model NER micro F1 / teacher NER micro F1, in percent",
-            "rows": rows,
+            "rows": compare_encoders(candidates, ner_cfg),
         }
-        if run_dir is not None:
-            run_dir.eval.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(run_dir.eval / COMPARE_FILE, result)
-        return result
-    rows = compare_models(candidates, texts, cfg, tokenizer, speed_tokens)
-    result = {
-        "text": str(text) if text else f"held-out {cfg.split} split",
-        "split": None if text else cfg.split,
-        "speed": f"batch-1 greedy generation of {speed_tokens} tokens with the key/value cache "
-        f"on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'} "
-        f"({torch.get_num_threads()} threads), median of 3",
-        "retention": "teacher bits per byte / model bits per byte, in percent",
-        "rows": rows,
-    }
+    else:
+        result = {
+            "text": str(text) if text else f"held-out {cfg.split} split",
+            "split": None if text else cfg.split,
+            "speed": f"batch-1 greedy generation of {speed_tokens} tokens with the key/value "
+            f"cache on {hardware}",
+            "retention": "teacher bits per byte / model bits per byte, in percent",
+            "rows": compare_models(candidates, texts, cfg, tokenizer, speed_tokens),
+        }
     if run_dir is not None:
         run_dir.eval.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir.eval / COMPARE_FILE, result)
