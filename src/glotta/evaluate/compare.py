@@ -176,11 +176,12 @@ def ner_of(candidate: Candidate, cfg: NerConfig) -> dict:
     """The candidate's NER summary: its run's eval/ner.json if made with ``cfg``, else a fine-tune."""
     from glotta.evaluate.ner import NER_RESULTS, run_ner
 
-    saved = Path(candidate.name) / "eval" / NER_RESULTS
-    if saved.is_file():
-        result = json.loads(saved.read_text())
-        if result.get("config") == dataclasses.asdict(cfg):
-            return result["summary"]
+    for run in (Path(candidate.name), Path(candidate.name).parent):  # a run, or its export
+        saved = run / "eval" / NER_RESULTS
+        if saved.is_file():
+            result = json.loads(saved.read_text())
+            if result.get("config") == dataclasses.asdict(cfg):
+                return result["summary"]
     return run_ner(cfg, candidate.model_dir, candidate.tokenizer_dir)["summary"]
 
 
