@@ -429,7 +429,7 @@ class DistillConfig:
         "pooler, masked-LM head). GPT-2 (DistilGPT2: [0, 2, 4, 7, 9, 11] of 12) needs "
         "model.n_layer = their number and the teacher's width and heads; a BERT-family student "
         "becomes the teacher's architecture with these layers (LightMBERT: the bottom 6, "
-        "[0, 1, 2, 3, 4, 5]) whatever [model] says. [] = a student of [model]'s shape at random.",
+        "[0, 1, 2, 3, 4, 5]) and model.dropout, whatever else [model] says. [] = a student of [model]'s shape at random.",
     )
     freeze_embeddings: bool = opt(
         False,

@@ -14,7 +14,7 @@ import torch
 
 from glotta.config import DistillConfig, TrainConfig, load_recipe
 from glotta.distill.encoder import (
-    QueryKeyCapture,
+    LayerCapture,
     cut_student,
     load_encoder_teacher,
     resolve_layer_map,
@@ -83,18 +83,21 @@ def test_uniform_layer_map_and_explicit_map():
         resolve_layer_map([0, 7], 2, 6)
 
 
-def test_captured_scores_are_the_attention_before_its_softmax():
-    """The scores the loss compares give exactly the attention probabilities of the layer."""
+def test_captured_states_and_scores_are_the_layers_own():
+    """The hidden states the loss compares are the model's; the scores give exactly the
+    attention probabilities of the layer."""
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(minilm_dir(), attn_implementation="eager")
-    capture = QueryKeyCapture(list(model.encoder.layer))
+    capture = LayerCapture(model, [0, 5])
     ids = torch.tensor([[101, 7592, 2088, 2003, 2204, 1012, 102]])
     with torch.no_grad():
-        attentions = model(input_ids=ids, output_attentions=True).attentions
-    for layer in (0, 5):
-        probabilities = torch.softmax(capture.scores(layer), dim=-1)
-        torch.testing.assert_close(probabilities, attentions[layer], rtol=1e-5, atol=1e-6)
+        out = model(input_ids=ids, output_attentions=True, output_hidden_states=True)
+    for k, layer in enumerate((0, 5)):
+        probabilities = torch.softmax(capture.scores(k), dim=-1)
+        torch.testing.assert_close(probabilities, out.attentions[layer], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(capture.hidden(k + 1), out.hidden_states[layer + 1])
+    torch.testing.assert_close(capture.hidden(0), out.hidden_states[0])
 
 
 def test_config_errors_name_the_key():
@@ -222,3 +225,54 @@ def test_full_size_recipe_settings():
     assert (recipe.train.block_size, recipe.train.learning_rate) == (512, 1e-4)
     assert recipe.tokenizer.trim_vocab and not recipe.distill.freeze_embeddings
     assert Path(recipe.ner.train_file).name == "train.conll"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_two_processes_distill_an_encoder_like_one(distilled, tmp_path, parallelism):
+    """Same global batch: 1 process x 8 sequences, or 2 processes x 2 micro x 2 accumulation;
+    the attention capture (forward hooks) and the frozen head hold under DDP and FSDP."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from glotta.pipeline import save_recipe
+    from tests.conftest import glotta
+    from tests.train.test_engine import loss_curve, weights
+
+    runs = []
+    for name, micro in (("one", 8), ("two", 2)):
+        run_dir = RunDir(tmp_path / name)
+        shutil.copytree(distilled.tokenizer, run_dir.tokenizer)
+        shutil.copytree(distilled.shards, run_dir.shards)
+        recipe = minilm_student_recipe(
+            "distill.student_layers=[0, 1]",
+            "train.max_steps=4",
+            "train.epochs=0",
+            "train.checkpoint_interval=1000",
+            "train.log_interval=1",
+            f"train.micro_batch_size={micro}",
+            f'train.parallelism="{parallelism}"',
+            "model.dropout=0.0",  # dropout draws differ per process; the losses must not
+        )
+        save_recipe(recipe, run_dir)
+        runs.append(run_dir)
+    one, two = runs
+    result = glotta("distill", "--run-dir", str(one.root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "glotta", "distill", "--run-dir", str(two.root),
+        ],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = loss_curve(one), loss_curve(two)
+    assert len(a) == len(b) == 4
+    assert max(abs(x - y) / abs(x) for x, y in zip(a, b, strict=True)) <= 1e-5, (a, b)
+    wa, wb = (weights(r.checkpoints / "step_00000004") for r in runs)
+    assert wa.keys() == wb.keys()
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 5e-5

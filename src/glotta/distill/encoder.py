@@ -19,8 +19,8 @@ projection, present only when the widths differ (TinyBERT's W_h). The layer map 
 N; 1-based), e.g. [1, 3, 5, 7, 9, 11] for 6 of 12 layers, 0-based. Neither loss needs the
 teacher's masked-LM head, so any encoder works as a teacher, a sentence encoder included.
 
-The student is the teacher's architecture with ``len(student_layers)`` layers ([model] gives only
-the shape of a student started at random, ``student_layers = []``). Its masked-LM head (when the
+The student is the teacher's architecture with ``len(student_layers)`` layers and [model]'s
+dropout ([model] gives the shape only of a student started at random, ``student_layers = []``). Its masked-LM head (when the
 teacher has one) is copied and frozen: the losses do not reach it, and the exported student stays
 a fill-mask model through the tied word embeddings. ``freeze_embeddings`` also freezes the word
 embeddings, as LightMBERT does (the Swedish card's model did not).
@@ -120,9 +120,9 @@ def resolve_layer_map(layer_map: list[int], student_layers: int, teacher_layers:
     return list(layer_map)
 
 
-def cut_student(teacher, layers: list[int]):
+def cut_student(teacher, layers: list[int], dropout: float | None = None):
     """The teacher's architecture with only ``layers`` (in order): weights copied exactly, the
-    embeddings, pooler and masked-LM head included."""
+    embeddings, pooler and masked-LM head included; ``dropout`` replaces the teacher's."""
     blocks = len(encoder_layers(teacher))
     outside = [i for i in layers if not 0 <= i < blocks]
     if outside:
@@ -131,6 +131,8 @@ def cut_student(teacher, layers: list[int]):
         )
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layers)
+    if dropout is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     student = type(teacher)(config).float()
     source = teacher.state_dict()
 
@@ -143,29 +145,42 @@ def cut_student(teacher, layers: list[int]):
     return student
 
 
-class QueryKeyCapture:
-    """Forward hooks that keep the query and key projections of chosen layers, so attention
-    scores are computed from what the layers computed (under DDP and FSDP too: nothing runs
-    outside the model's own forward)."""
+class LayerCapture:
+    """Forward hooks that keep what chosen layers computed: the embedding output and each layer's
+    output (hidden states), and the layers' query and key projections (attention scores).
 
-    def __init__(self, layers: list[torch.nn.Module]):
-        self.outputs: dict[tuple[int, str], torch.Tensor] = {}
-        self.heads = [layer.attention.self.num_attention_heads for layer in layers]
+    Nothing runs outside the model's own forward, so the same code works on a plain model and
+    under DDP and FSDP (where ``output_hidden_states`` of a sharded BERT comes back empty).
+    """
+
+    def __init__(self, model, layers: list[int], hidden: bool = True, attention: bool = True):
+        blocks = encoder_layers(model)
+        self.outputs: dict[tuple[str, int], torch.Tensor] = {}
+        self.heads = [blocks[i].attention.self.num_attention_heads for i in layers]
         self.handles = []
-        for index, layer in enumerate(layers):
-            for name in ("query", "key"):
-                module = getattr(layer.attention.self, name)
-                self.handles.append(module.register_forward_hook(self._keeper(index, name)))
+        if hidden:
+            self._hook(model.base_model.embeddings, ("hidden", 0))
+        for k, i in enumerate(layers):
+            if hidden:
+                self._hook(blocks[i], ("hidden", k + 1))
+            if attention:
+                self._hook(blocks[i].attention.self.query, ("query", k))
+                self._hook(blocks[i].attention.self.key, ("key", k))
 
-    def _keeper(self, index: int, name: str):
+    def _hook(self, module: torch.nn.Module, key: tuple[str, int]) -> None:
         def keep(module, args, output):
-            self.outputs[(index, name)] = output
+            self.outputs[key] = output[0] if isinstance(output, tuple) else output
 
-        return keep
+        self.handles.append(module.register_forward_hook(keep))
+
+    def hidden(self, index: int) -> torch.Tensor:
+        """The embedding output (0) or the output of the ``index``-th chosen layer (1-based)."""
+        return self.outputs[("hidden", index)]
 
     def scores(self, index: int) -> torch.Tensor:
-        """(batch, heads, queries, keys) attention scores of layer ``index``, before the softmax."""
-        query, key = self.outputs[(index, "query")], self.outputs[(index, "key")]
+        """(batch, heads, queries, keys) attention scores of chosen layer ``index`` (0-based),
+        before the softmax."""
+        query, key = self.outputs[("query", index)], self.outputs[("key", index)]
         batch, length, width = query.shape
         heads = self.heads[index]
         query = query.view(batch, length, heads, width // heads).transpose(1, 2)
@@ -197,7 +212,7 @@ class EncoderDistillObjective(DistillObjective):
                 f"is {block_size}; lower train.block_size"
             )
         if cfg.student_layers:
-            student = cut_student(teacher, list(cfg.student_layers))
+            student = cut_student(teacher, list(cfg.student_layers), model_cfg.dropout)
         else:
             student = build_model(model_cfg, objective, vocab_size, block_size, special_ids)
         self.teacher = teacher
@@ -223,10 +238,9 @@ class EncoderDistillObjective(DistillObjective):
             self.projection = attach_projection(model, teacher.config.hidden_size)
         dtype = teacher_dtype(cfg.teacher_dtype, ctx.device, log=ctx.is_main)
         self.teacher = teacher.to(device=ctx.device, dtype=dtype)
-        self.student_attention = self.teacher_attention = None
-        if cfg.alpha_attention:
-            self.student_attention = QueryKeyCapture(list(student_layers))
-            self.teacher_attention = QueryKeyCapture([teacher_layers[i] for i in self.layer_map])
+        terms = {"hidden": bool(cfg.alpha_hidden), "attention": bool(cfg.alpha_attention)}
+        self.student_capture = LayerCapture(model, list(range(len(student_layers))), **terms)
+        self.teacher_capture = LayerCapture(self.teacher, self.layer_map, **terms)
         self.student_parameters = student_parameters(model)
         self.is_main = ctx.is_main
         if not ctx.is_main:
@@ -269,32 +283,31 @@ class EncoderDistillObjective(DistillObjective):
         return info
 
     def loss_sum(self, model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        student = model(input_ids=inputs, output_hidden_states=True).hidden_states
+        student, teacher, pairs = self.student_capture, self.teacher_capture, len(self.layer_map)
+        model(input_ids=inputs)  # the hooks keep what the loss compares
         with torch.inference_mode():  # no graph, no saved activations: the teacher only shows
-            teacher = self.teacher.base_model(input_ids=inputs, output_hidden_states=True)
+            self.teacher.base_model(input_ids=inputs)
+            teacher_hidden = [teacher.hidden(k) for k in range(pairs + 1)]
             if self.cfg.alpha_attention:
-                teacher_scores = [
-                    self.teacher_attention.scores(m) for m in range(len(self.layer_map))
-                ]
-                self.teacher_attention.clear()
-        total = student[0].new_zeros((), dtype=torch.float32)
+                teacher_scores = [teacher.scores(k) for k in range(pairs)]
+        teacher.clear()
+        total = inputs.new_zeros((), dtype=torch.float32)
         parts = {}
-        if self.cfg.alpha_hidden:
-            pairs = [(0, 0)] + [(m + 1, t + 1) for m, t in enumerate(self.layer_map)]
+        if self.cfg.alpha_hidden:  # the embedding output, then each student layer
             hidden = sum(
-                hidden_mse_sum(self._project(student[s]), teacher.hidden_states[t])
-                for s, t in pairs
+                hidden_mse_sum(self._project(student.hidden(k)), teacher_hidden[k])
+                for k in range(pairs + 1)
             )
             total = total + self.cfg.alpha_hidden * hidden
             parts["hidden"] = hidden.detach()
         if self.cfg.alpha_attention:
             attention = sum(
-                attention_mse_sum(self.student_attention.scores(m), scores)
-                for m, scores in enumerate(teacher_scores)
+                attention_mse_sum(student.scores(k), scores)
+                for k, scores in enumerate(teacher_scores)
             )
-            self.student_attention.clear()
             total = total + self.cfg.alpha_attention * attention
             parts["attention"] = attention.detach()
+        student.clear()
         return self._record(model, total, parts, inputs.numel())
 
     def _project(self, hidden: torch.Tensor) -> torch.Tensor:
