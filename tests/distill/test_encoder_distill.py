@@ -276,3 +276,39 @@ def test_two_processes_distill_an_encoder_like_one(distilled, tmp_path, parallel
     wa, wb = (weights(r.checkpoints / "step_00000004") for r in runs)
     assert wa.keys() == wb.keys()
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 5e-5
+
+
+def test_encoder_distillation_resumes_bitwise(distilled, tmp_path):
+    """Dropout on: the resumed run restores RNG, optimizer and data position exactly."""
+    import shutil
+
+    from glotta.distill.stage import run_distill
+    from tests.train.test_engine import assert_bitwise_equal, weights
+
+    recipe = minilm_student_recipe(
+        "distill.student_layers=[0, 1]",
+        "model.dropout=0.1",
+        "train.max_steps=4",
+        "train.epochs=0",
+        "train.checkpoint_interval=2",
+        "train.keep_checkpoints=5",
+    )
+    runs = []
+    for name in ("straight", "resumed"):
+        run_dir = RunDir(tmp_path / name)
+        shutil.copytree(distilled.tokenizer, run_dir.tokenizer)
+        shutil.copytree(distilled.shards, run_dir.shards)
+        runs.append(run_dir)
+    straight, resumed = runs
+    run_distill(recipe.distill, straight, recipe.train, recipe.model)
+    resumed.checkpoints.mkdir(parents=True)
+    shutil.copytree(straight.checkpoints / "step_00000002", resumed.checkpoints / "step_00000002")
+    (resumed.checkpoints / "LATEST").write_text("step_00000002")
+    run_distill(recipe.distill, resumed, recipe.train, recipe.model, resume="always")
+    final = weights(straight.checkpoints / "step_00000004")
+    assert_bitwise_equal(final, weights(resumed.checkpoints / "step_00000004"))
+    first = weights(straight.checkpoints / "step_00000002")
+    # trained: embeddings and layers; frozen: the pooler (no loss reaches it)
+    assert not torch.equal(first["embeddings.word_embeddings.weight"],
+                           final["embeddings.word_embeddings.weight"])  # fmt: skip
+    assert torch.equal(first["pooler.dense.weight"], final["pooler.dense.weight"])
