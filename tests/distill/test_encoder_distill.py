@@ -312,3 +312,32 @@ def test_encoder_distillation_resumes_bitwise(distilled, tmp_path):
     assert not torch.equal(first["embeddings.word_embeddings.weight"],
                            final["embeddings.word_embeddings.weight"])  # fmt: skip
     assert torch.equal(first["pooler.dense.weight"], final["pooler.dense.weight"])
+
+
+@pytest.mark.parametrize("alphas", [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0)])
+def test_each_loss_term_alone_and_together(distilled, alphas):
+    """Either term can be switched off; the total is the weighted sum of the logged terms."""
+    from glotta.distill.encoder import EncoderDistillObjective
+    from glotta.masking import MaskedBlockDataset, MaskingSpec
+    from glotta.train.distributed import Dist
+
+    alpha_hidden, alpha_attention = alphas
+    recipe = minilm_student_recipe(
+        "distill.student_layers=[0, 1]",
+        f"distill.alpha_hidden={alpha_hidden}",
+        f"distill.alpha_attention={alpha_attention}",
+    )
+    objective = EncoderDistillObjective(recipe.distill, distilled.tokenizer)
+    model = objective.build_model(recipe.model, "mlm", 0, 64, {"pad": 0})
+    objective.prepare(model, Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
+    spec = MaskingSpec.from_folder(distilled.tokenizer)
+    inputs, targets = MaskedBlockDataset(distilled.shards / "train.bin", 64, spec).batch(range(4))
+    model.train()
+    total = objective.loss_sum(model, inputs, targets)
+    terms = objective.log_values()
+    weights = {"loss_hidden": alpha_hidden, "loss_attention": alpha_attention}
+    assert set(terms) == {name for name, alpha in weights.items() if alpha}
+    expected = sum(alpha * terms.get(name, 0.0) for name, alpha in weights.items())
+    assert float(total.detach()) / inputs.numel() == pytest.approx(expected, rel=1e-5)
+    total.backward()
+    assert model.encoder.layer[0].attention.self.query.weight.grad is not None

@@ -287,7 +287,8 @@ class EncoderDistillObjective(DistillObjective):
         model(input_ids=inputs)  # the hooks keep what the loss compares
         with torch.inference_mode():  # no graph, no saved activations: the teacher only shows
             self.teacher.base_model(input_ids=inputs)
-            teacher_hidden = [teacher.hidden(k) for k in range(pairs + 1)]
+            if self.cfg.alpha_hidden:
+                teacher_hidden = [teacher.hidden(k) for k in range(pairs + 1)]
             if self.cfg.alpha_attention:
                 teacher_scores = [teacher.scores(k) for k in range(pairs)]
         teacher.clear()
