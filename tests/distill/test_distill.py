@@ -248,6 +248,11 @@ def test_resume_is_bitwise_identical_and_another_teacher_is_refused(teacher_run,
     other = dataclasses.replace(recipe.distill, teacher=str(moved))
     with pytest.raises(GlottaError, match="continues only with the teacher it started with"):
         run_distill(other, resumed, recipe.train, recipe.model, resume="always")
+    # plain training does not silently continue a distilled student
+    from glotta.train.loop import run_train
+
+    with pytest.raises(GlottaError, match="continue it with `glotta distill`"):
+        run_train(recipe.train, recipe.model, resumed, resume="always")
 
 
 def test_a_teacher_trained_by_glotta_distills_into_a_student_that_beats_scratch(

@@ -157,7 +157,14 @@ class Objective:
         return {}
 
     def check_resume(self, state: dict) -> None:
-        pass
+        """Plain training does not continue a distilled student (its loss would change silently)."""
+        if state.get("kind") == "distill":
+            teacher = (state.get("teacher") or {}).get("source", "?")
+            raise GlottaError(
+                f"the checkpoint to resume is a student distilled from {teacher}: continue it "
+                "with `glotta distill`, or start plain training over (`glotta train "
+                "--no-resume`, or delete RUN_DIR/train/checkpoints)"
+            )
 
 
 @torch.no_grad()
