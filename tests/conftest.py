@@ -62,3 +62,14 @@ def glotta(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         env=env,
         timeout=600,
     )
+
+
+def glotta_torchrun(*args: str, nproc: int = 2, env: dict | None = None):
+    """Run the command line under torchrun on ``nproc`` local processes (gloo on CPU), one torch
+    thread each unless ``env`` says otherwise."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+         str(nproc), "-m", "glotta", *args],
+        capture_output=True, text=True, timeout=600,
+        env=env or {**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip

@@ -7,10 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -36,7 +33,7 @@ from glotta.rundir import RunDir, is_complete
 from glotta.train.data import BlockDataset
 from glotta.train.distributed import Dist
 from glotta.train.loop import token_loss_sum
-from tests.conftest import glotta
+from tests.conftest import glotta, glotta_torchrun
 from tests.distill.conftest import student_recipe, student_run
 from tests.train.test_engine import assert_bitwise_equal, loss_curve, weights
 
@@ -368,14 +365,7 @@ def test_two_processes_distill_like_one(teacher_run, tmp_path, parallelism):
     one, two = runs
     result = glotta("distill", "--run-dir", str(one.root))
     assert result.returncode == 0, result.stderr[-3000:]
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "-m", "glotta", "distill", "--run-dir", str(two.root),
-        ],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    result = glotta_torchrun("distill", "--run-dir", str(two.root))
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = loss_curve(one), loss_curve(two)
     assert len(a) == len(b) == 6

@@ -232,13 +232,10 @@ def test_full_size_recipe_settings():
 def test_two_processes_distill_an_encoder_like_one(distilled, tmp_path, parallelism):
     """Same global batch: 1 process x 8 sequences, or 2 processes x 2 micro x 2 accumulation;
     the attention capture (forward hooks) and the frozen head hold under DDP and FSDP."""
-    import os
     import shutil
-    import subprocess
-    import sys
 
     from glotta.pipeline import save_recipe
-    from tests.conftest import glotta
+    from tests.conftest import glotta, glotta_torchrun
     from tests.train.test_engine import loss_curve, weights
 
     runs = []
@@ -261,14 +258,7 @@ def test_two_processes_distill_an_encoder_like_one(distilled, tmp_path, parallel
     one, two = runs
     result = glotta("distill", "--run-dir", str(one.root))
     assert result.returncode == 0, result.stderr[-3000:]
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "-m", "glotta", "distill", "--run-dir", str(two.root),
-        ],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    result = glotta_torchrun("distill", "--run-dir", str(two.root))
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = loss_curve(one), loss_curve(two)
     assert len(a) == len(b) == 4

@@ -23,7 +23,7 @@ from glotta.models import extend_positions
 from glotta.rundir import RunDir, is_complete, latest_checkpoint
 from glotta.train.checkpoint import BEST, _prune
 from glotta.train.loop import training_phases
-from tests.conftest import glotta, tiny_recipe
+from tests.conftest import glotta, glotta_torchrun, tiny_recipe
 from tests.train.conftest import fresh_run_with_shards
 
 # Dropout on, so the RNG state is part of what a resume must restore.
@@ -139,14 +139,7 @@ def test_two_processes_reproduce_the_one_process_loss_curve(tiny_run, tmp_path, 
         tmp_path, "two", source, tiny_recipe(*common, "train.micro_batch_size=4")
     )
     assert glotta("train", "--run-dir", str(one.root)).returncode == 0
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "-m", "glotta", "train", "--run-dir", str(two.root),
-        ],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    result = glotta_torchrun("train", "--run-dir", str(two.root))
     assert result.returncode == 0, result.stderr[-3000:]
     plan = json.loads((two.train / "train_config.json").read_text())["plan"]
     assert (plan["world_size"], plan["accumulation"], plan["micro_batch_size"]) == (2, 2, 4)

@@ -8,8 +8,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,7 @@ from glotta.pipeline import run_recipe
 from glotta.rundir import RunDir
 from glotta.tokenizer.train import train_tokenizer
 from glotta.train.loop import run_train
-from tests.conftest import TINY_OVERRIDES, glotta
+from tests.conftest import TINY_OVERRIDES, glotta, glotta_torchrun
 from tests.train.conftest import fresh_run_with_shards
 from tests.train.test_engine import assert_bitwise_equal, loss_curve, weights
 
@@ -502,13 +500,7 @@ def test_two_processes_reproduce_the_one_process_masked_lm_loss_curve(bert_run, 
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     assert glotta("train", "--run-dir", str(one.root)).returncode == 0
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "-m", "glotta", "train", "--run-dir", str(two.root),
-        ],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+    result = glotta_torchrun("train", "--run-dir", str(two.root), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = loss_curve(one), loss_curve(two)
     assert len(a) == len(b) == 6
