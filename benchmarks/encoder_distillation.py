@@ -124,6 +124,25 @@ def hironsan_text(out: Path) -> Path:
     return path
 
 
+def ner_row(ner: dict, parameters: int) -> dict:
+    """Parameters and NER scores (mean ± std over seeds, and per seed) of one model."""
+    return {
+        "parameters": parameters,
+        "micro_f1": ner["summary"]["micro_f1"],
+        "macro_f1": ner["summary"]["macro_f1"],
+        "per_seed_micro_f1": [seed["scores"]["micro"]["f1"] for seed in ner["seeds"]],
+    }
+
+
+def with_retention(rows: list[dict]) -> None:
+    """Each row's micro F1 as a percentage of the first row's (the teacher's)."""
+    teacher_f1 = rows[0]["micro_f1"]["mean"]
+    for row in rows:
+        row["retention_percent"] = (
+            100.0 * row["micro_f1"]["mean"] / teacher_f1 if teacher_f1 else None
+        )
+
+
 def prove_ner(out: Path, steps: int, quick: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ner = [*NER, "ner.epochs=1", "ner.seeds=[0]"] if quick else NER
@@ -187,24 +206,17 @@ def prove_ner(out: Path, steps: int, quick: bool = False) -> dict:
     runs["scratch"] = scratch
     rows = []
     for role, run_dir in runs.items():
-        ner = json.loads((run_dir.eval / "ner.json").read_text())
         summary = json.loads((run_dir.train / "summary.json").read_text())
+        ner = json.loads((run_dir.eval / "ner.json").read_text())
         rows.append(
             {
                 "role": role,
                 "run": str(run_dir.root),
-                "parameters": summary["parameters"],
                 "tokens_seen": summary["tokens_seen"],
-                "micro_f1": ner["summary"]["micro_f1"],
-                "macro_f1": ner["summary"]["macro_f1"],
-                "per_seed_micro_f1": [s["scores"]["micro"]["f1"] for s in ner["seeds"]],
+                **ner_row(ner, summary["parameters"]),
             }
         )
-    teacher_f1 = rows[0]["micro_f1"]["mean"]
-    for row in rows:
-        row["retention_percent"] = (
-            100.0 * row["micro_f1"]["mean"] / teacher_f1 if teacher_f1 else None
-        )
+    with_retention(rows)
     return {
         "proof": "ner",
         "data": "hironsancorpus: pretraining and NER training on sentences 1-450, test 451-500",
@@ -249,23 +261,12 @@ def prove_ner_minilm(out: Path, steps: int, quick: bool = False) -> dict:
     student_ner = json.loads((student.eval / "ner.json").read_text())
     teacher_ner = run_ner(recipe.ner, teacher)
     teacher_parameters = count_parameters(AutoModel.from_pretrained(teacher))
-    rows = []
     student_parameters = json.loads((student.train / "summary.json").read_text())["parameters"]
-    for role, result, parameters in (
-        ("teacher", teacher_ner, teacher_parameters),
-        ("distilled", student_ner, student_parameters),
-    ):
-        rows.append(
-            {
-                "role": role,
-                "parameters": parameters,
-                "micro_f1": result["summary"]["micro_f1"],
-                "macro_f1": result["summary"]["macro_f1"],
-                "per_seed_micro_f1": [x["scores"]["micro"]["f1"] for x in result["seeds"]],
-            }
-        )
-    for row in rows:
-        row["retention_percent"] = 100.0 * row["micro_f1"]["mean"] / rows[0]["micro_f1"]["mean"]
+    rows = [
+        {"role": "teacher", **ner_row(teacher_ner, teacher_parameters)},
+        {"role": "distilled", **ner_row(student_ner, student_parameters)},
+    ]
+    with_retention(rows)
     return {
         "proof": "ner-minilm",
         "data": "hironsancorpus: distillation and NER training on sentences 1-450, test 451-500",
