@@ -119,11 +119,10 @@ def run_eval(cfg: EvalConfig, run_dir: RunDir) -> dict:
     if checkpoint is None:
         raise GlottaError(f"no checkpoint in {run_dir.checkpoints}")
     begin_stage(run_dir.eval)
-    distill_info = run_dir.train / "distill.json"
-    if distill_info.is_file() and json.loads(distill_info.read_text()).get("kind") == "encoder":
-        return _run_encoder_distill_eval(
-            cfg, run_dir, checkpoint, json.loads(distill_info.read_text())
-        )
+    info_path = run_dir.train / "distill.json"  # written by the distill stage
+    distill_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if distill_info.get("kind") == "encoder":
+        return _run_encoder_distill_eval(cfg, run_dir, checkpoint, distill_info)
     if is_masked_lm(checkpoint):
         return _run_masked_eval(cfg, run_dir, checkpoint)
     split_path = run_dir.corpus / f"{cfg.split}.jsonl"
