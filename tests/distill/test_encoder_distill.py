@@ -331,3 +331,27 @@ def test_each_loss_term_alone_and_together(distilled, alphas):
     assert float(total.detach()) / inputs.numel() == pytest.approx(expected, rel=1e-5)
     total.backward()
     assert model.encoder.layer[0].attention.self.query.weight.grad is not None
+
+
+def test_freeze_embeddings_and_trim_settings(distilled):
+    from glotta.config import TokenizerConfig
+    from glotta.distill.encoder import EncoderDistillObjective
+    from glotta.distill.trim_vocab import plan_trim
+    from glotta.tokenizer.train import check_config as check_tokenizer
+    from glotta.train.distributed import Dist
+
+    recipe = minilm_student_recipe("distill.student_layers=[0]", "distill.freeze_embeddings=true")
+    objective = EncoderDistillObjective(recipe.distill, distilled.tokenizer)
+    model = objective.build_model(recipe.model, "mlm", 0, 64, {"pad": 0})
+    objective.prepare(model, Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
+    assert not model.embeddings.word_embeddings.weight.requires_grad  # LightMBERT's choice
+    assert model.embeddings.position_embeddings.weight.requires_grad
+    assert model.encoder.layer[0].output.dense.weight.requires_grad
+
+    texts = swedish_answers()[:200]
+    once, thrice = plan_trim(minilm_dir(), texts, 1), plan_trim(minilm_dir(), texts, 3)
+    assert len(thrice.keep) < len(once.keep)  # trim_min_count drops the rare tokens
+    with pytest.raises(GlottaError, match="trim_vocab trims an existing vocabulary"):
+        check_tokenizer(TokenizerConfig(trim_vocab=True))
+    with pytest.raises(GlottaError, match="trim_min_count = 0"):
+        check_tokenizer(TokenizerConfig(pretrained="x", trim_vocab=True, trim_min_count=0))
