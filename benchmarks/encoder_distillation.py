@@ -32,8 +32,8 @@ import platform
 import time
 from pathlib import Path
 
-from glotta.config import load_recipe
 from glotta.pipeline import run_recipe
+from glotta.recipe import load_recipe
 from glotta.rundir import RunDir
 
 HIRONSAN = "pkg://hironsan/corpus/iob_sents.txt"

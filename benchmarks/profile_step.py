@@ -49,7 +49,7 @@ def run_profile(s: Settings) -> dict[str, Any]:
     from glotta.config import ModelConfig, TrainConfig
     from glotta.models import build_causal_lm
     from glotta.train.data import BlockDataset, EpochSampler
-    from glotta.train.loop import token_loss_sum
+    from glotta.train.objective import token_loss_sum
     from glotta.train.optim import build_optimizer, build_scheduler
 
     meta = prepare_packed_data(Path(s.data_dir), s.vocab_size)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from glotta.config import Recipe, load_recipe
+from glotta.config import Recipe
+from glotta.recipe import load_recipe
 from glotta.rundir import RunDir
 
 # The demo recipe shrunk to seconds: ten files of real Russian contexts, a 512-token BPE, a
@@ -33,6 +34,9 @@ TINY_OVERRIDES = [
     "train.checkpoint_interval=100",
     "train.log_interval=5",
     "generate.max_new_tokens=20",
+    # fp32 on every machine: "auto" picks bf16 autocast on CPUs with native bf16 (AMX), where
+    # comparisons across batch layouts and process counts would measure bf16 rounding.
+    'train.precision="fp32"',
 ]
 
 

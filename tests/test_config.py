@@ -2,16 +2,9 @@
 
 import pytest
 
-from glotta.config import (
-    Recipe,
-    dump_toml,
-    load_recipe,
-    parse_override,
-    recipe_from_dict,
-    recipe_to_dict,
-    shipped_recipes,
-)
+from glotta.config import Recipe, recipe_to_dict
 from glotta.errors import GlottaError
+from glotta.recipe import dump_toml, load_recipe, parse_override, recipe_from_dict, shipped_recipes
 
 SEED_RECIPES = {"swedish-gpt2-wiki40b", "japanese-gpt2-small", "rugpt3-large"}
 

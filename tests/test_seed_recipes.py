@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from glotta.config import load_recipe
 from glotta.pipeline import run_recipe
+from glotta.recipe import load_recipe
 from glotta.rundir import RunDir, is_complete
 
 TINY = [

@@ -17,13 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from glotta import __version__
-from glotta.config import (
-    SECTIONS,
-    Recipe,
-    load_recipe,
-    shipped_recipes,
-)
+from glotta.config import SECTIONS, Recipe
 from glotta.errors import GlottaError
+from glotta.recipe import load_recipe, shipped_recipes
 from glotta.rundir import RunDir
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +106,8 @@ def _add_recipe_args(parser: argparse.ArgumentParser, recipe_positional: bool = 
 
 def _resolve_recipe(args: argparse.Namespace) -> Recipe:
     """The recipe: a file or name (else RUN_DIR/recipe.toml, else defaults) + --set + flags."""
-    from glotta.config import recipe_from_dict, recipe_to_dict
+    from glotta.config import recipe_to_dict
+    from glotta.recipe import recipe_from_dict
 
     recipe_arg = getattr(args, "recipe", None)
     if recipe_arg is None and args.run_dir and (args.run_dir / "recipe.toml").is_file():

@@ -12,12 +12,9 @@ files a stage writes into the run directory.
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from glotta.errors import GlottaError
@@ -253,22 +250,40 @@ class ModelConfig:
 
     arch: str = opt(
         "gpt2",
-        "Model family: 'gpt2' (GPT2LMHeadModel, train.objective = 'clm'); 'bert' "
-        "(BertForMaskedLM) or 'roberta' (RobertaForMaskedLM), both train.objective = 'mlm'.",
-        ("gpt2", "bert", "roberta"),
+        "Model family (glotta.models): 'gpt2' (GPT2LMHeadModel) or 'llama' (LlamaForCausalLM: "
+        "RMSNorm, SwiGLU, rotary positions, grouped-query attention), both train.objective = "
+        "'clm'; 'bert' (BertForMaskedLM) or 'roberta' (RobertaForMaskedLM), both "
+        "train.objective = 'mlm'. Families registered by plugins are accepted too.",
     )
     preset: str = opt(
         "tiny",
         "Size preset (layers x hidden width). gpt2: tiny (2x128), small (12x768, 124M), medium "
-        "(24x1024, 355M), large (36x1280, 774M), xl (48x1600, 1.5B). bert/roberta (Turc et al. "
-        "2019's BERT sizes; heads = width/64, feed-forward = 4 x width): tiny (2x128, 4.4M with "
-        "BERT's 30k vocabulary), mini (4x256, 11M), small (4x512, 29M), medium (8x512, 42M), base "
-        "(12x768, 110M), large (24x1024, 340M). 'custom' = n_layer/n_embd/n_head set explicitly.",
-        ("tiny", "mini", "small", "medium", "base", "large", "xl", "custom"),
+        "(24x1024, 355M), large (36x1280, 774M), xl (48x1600, 1.5B). llama: tiny (2x128, 4 "
+        "heads, 2 key/value heads), smollm2-135m (30x576, 9 heads, 3 key/value heads), "
+        "smollm2-360m (32x960). bert/roberta (Turc et al. 2019's BERT sizes; heads = width/64, "
+        "feed-forward = 4 x width): tiny (2x128, 4.4M with BERT's 30k vocabulary), mini (4x256, "
+        "11M), small (4x512, 29M), medium (8x512, 42M), base (12x768, 110M), large (24x1024, "
+        "340M). 'custom' = n_layer/n_embd/n_head set explicitly.",
     )
     n_layer: int = opt(0, "Transformer blocks (0 = from preset).")
     n_embd: int = opt(0, "Hidden width (0 = from preset).")
     n_head: int = opt(0, "Attention heads (0 = from preset).")
+    n_kv_head: int = opt(
+        0,
+        "llama: key/value heads for grouped-query attention; n_head must be a multiple "
+        "(0 = from preset, or n_head: plain multi-head attention).",
+    )
+    n_inner: int = opt(
+        0,
+        "Feed-forward width (0 = from preset, or the family's default: 4 x n_embd for gpt2 and "
+        "bert, 8/3 x n_embd rounded up to a multiple of 32 for llama's SwiGLU).",
+    )
+    rope_theta: float = opt(
+        0.0, "llama: base of the rotary position frequencies (0 = preset's, else 10000)."
+    )
+    tie_embeddings: bool = opt(
+        True, "Share the input embeddings with the output layer (GPT-2, BERT and SmolLM2 do)."
+    )
     n_positions: int = opt(0, "Maximum context length (0 = train.block_size).")
     dropout: float = opt(0.0, "Dropout on embeddings, residuals and attention.")
     init_from: str = opt(
@@ -282,7 +297,8 @@ class TrainPhase:
 
     Zero (or -1 for ``warmup_steps``) keeps the value of ``[train]``. A phase gets a fresh
     optimizer and learning-rate schedule; a ``block_size`` beyond the model's positions extends
-    the position embeddings (see :func:`glotta.models.extend_positions`).
+    the context (learned position embeddings grow, rotary ones need no new weights; see
+    :func:`glotta.models.extend_positions`).
     """
 
     block_size: int = opt(0, "Tokens per sequence in this phase (0 = as in [train]).")
@@ -292,6 +308,11 @@ class TrainPhase:
     warmup_steps: int = opt(-1, "Warmup steps of this phase (-1 = as in [train]).")
     micro_batch_size: int = opt(0, "Sequences per forward pass (0 = as in [train]).")
     global_batch_size: int = opt(0, "Sequences per optimizer step (0 = as in [train]).")
+    rope_theta: float = opt(
+        0.0,
+        "llama: a new RoPE base for this phase (e.g. 500000 for a longer context, as Xiong et "
+        "al. 2023 do); 0 = keep the model's.",
+    )
 
 
 @dataclass(frozen=True)
@@ -300,7 +321,7 @@ class TrainConfig:
 
     objective: str = opt(
         "clm",
-        "'clm' = causal language modelling (next token; model.arch 'gpt2'); 'mlm' = masked "
+        "'clm' = causal language modelling (next token; model.arch 'gpt2' or 'llama'); 'mlm' = masked "
         "language modelling (BERT/RoBERTa; model.arch 'bert' or 'roberta'): dynamic masking, new "
         "masks for every step, loss over the masked tokens only.",
         ("clm", "mlm"),
@@ -623,154 +644,5 @@ def build_section(cls: type, values: dict[str, Any], origin: str, section: str) 
     return cls(**kwargs)
 
 
-def recipe_from_dict(data: dict[str, Any], origin: str) -> Recipe:
-    sections = {}
-    for name, values in data.items():
-        if name not in SECTIONS:
-            raise GlottaError(
-                f"{origin}: unknown section [{name}] (known sections: {', '.join(SECTIONS)})"
-            )
-        if not isinstance(values, dict):
-            raise GlottaError(f"{origin}: '{name}' must be a table ([{name}]), not a value")
-        sections[name] = build_section(SECTIONS[name], values, origin, name)
-    recipe = Recipe(**sections)
-    check_objective(recipe.train, recipe.model, origin)
-    check_mlm_tokenizer(recipe.train, recipe.tokenizer, origin)
-    return recipe
-
-
-MLM_ARCHS = ("bert", "roberta")
-MLM_TOKENIZERS = ("wordpiece", "roberta-bpe")
-
-
-def check_objective(train: TrainConfig, model: ModelConfig, origin: str = "recipe") -> None:
-    """The objective and the model family must agree: 'clm' = gpt2, 'mlm' = bert or roberta."""
-    if train.objective == "mlm" and model.arch not in MLM_ARCHS:
-        raise GlottaError(
-            f"{origin}: train.objective = 'mlm' needs model.arch = 'bert' or 'roberta' "
-            f"(got model.arch = {model.arch!r})"
-        )
-    if train.objective != "mlm" and model.arch in MLM_ARCHS:
-        raise GlottaError(
-            f"{origin}: model.arch = {model.arch!r} is a masked LM: set train.objective = 'mlm' "
-            f"(got train.objective = {train.objective!r})"
-        )
-    if train.objective == "mlm" and not 0.0 < train.mlm_probability < 1.0:
-        raise GlottaError(
-            f"{origin}: train.mlm_probability = {train.mlm_probability} must be between 0 and 1"
-        )
-
-
-def check_mlm_tokenizer(train: TrainConfig, tokenizer: TokenizerConfig, origin: str) -> None:
-    """Masked-LM pretraining needs a tokenizer with mask, classifier and separator tokens."""
-    if train.objective != "mlm" or tokenizer.pretrained or tokenizer.kind in MLM_TOKENIZERS:
-        return
-    raise GlottaError(
-        f"{origin}: train.objective = 'mlm' needs a tokenizer with a mask token: set "
-        f"tokenizer.kind = 'wordpiece' (BERT) or 'roberta-bpe' (RoBERTa), or tokenizer.pretrained "
-        f"(got tokenizer.kind = {tokenizer.kind!r})"
-    )
-
-
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return dataclasses.asdict(recipe)
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading recipes: shipped names or TOML paths, plus --set overrides
-
-
-def shipped_recipes() -> list[str]:
-    folder = importlib.resources.files("glotta.recipes")
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
-
-
-def _read_recipe_text(name_or_path: str) -> tuple[str, str]:
-    """Return (TOML text, origin label) for a shipped recipe name or a file path."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except FileNotFoundError:
-            raise GlottaError(f"recipe file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GlottaError(f"recipe file {path} cannot be read: {exc}") from None
-    resource = importlib.resources.files("glotta.recipes") / f"{name_or_path}.toml"
-    if not resource.is_file():
-        raise GlottaError(
-            f"no recipe named '{name_or_path}' (shipped: {', '.join(shipped_recipes())}; "
-            "or give a path to a .toml file)"
-        )
-    return resource.read_text(encoding="utf-8"), f"recipe '{name_or_path}'"
-
-
-def parse_override(assignment: str) -> tuple[list[str], Any]:
-    """Parse ``a.b=value``; the value is TOML (``3``, ``1e-4``, ``true``, ``["x"]``) or a bare string."""
-    if "=" not in assignment:
-        raise GlottaError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.max_steps=100")
-    key, raw = assignment.split("=", 1)
-    keys = key.strip().split(".")
-    if len(keys) != 2 or not all(keys):
-        raise GlottaError(f"--set {assignment!r}: KEY must be section.key, e.g. train.max_steps")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw  # a bare word such as cosine or a path
-    return keys, value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for assignment in overrides:
-        (section, key), value = parse_override(assignment)
-        data.setdefault(section, {})[key] = value
-    return data
-
-
-def load_recipe(name_or_path: str | None, overrides: list[str] = ()) -> Recipe:
-    """Load a shipped recipe by name or a TOML file, then apply ``--set`` overrides."""
-    if name_or_path is None:
-        data: dict[str, Any] = {}
-        origin = "--set"
-    else:
-        text, origin = _read_recipe_text(name_or_path)
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise GlottaError(f"{origin} is not valid TOML: {exc}") from None
-    apply_overrides(data, list(overrides))
-    return recipe_from_dict(data, origin)
-
-
-def dump_toml(data: dict[str, Any]) -> str:
-    """Write a recipe dict back to TOML (flat tables of scalars and lists only)."""
-
-    def fmt(value: Any) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, (int, float)):
-            return repr(value)
-        if isinstance(value, str):
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-            escaped = escaped.replace("\t", "\\t")
-            return f'"{escaped}"'
-        if isinstance(value, list):
-            return "[" + ", ".join(fmt(v) for v in value) + "]"
-        raise TypeError(f"cannot write {value!r} to TOML")
-
-    def is_table_list(value: Any) -> bool:
-        return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-    lines = []
-    for section, values in data.items():
-        lines.append(f"[{section}]")
-        lines.extend(
-            f"{key} = {fmt(value)}" for key, value in values.items() if not is_table_list(value)
-        )
-        lines.append("")
-        for key, value in values.items():
-            if is_table_list(value):  # arrays of tables come after the section's own keys
-                for table in value:
-                    lines.append(f"[[{section}.{key}]]")
-                    lines.extend(f"{k} = {fmt(v)}" for k, v in table.items())
-                    lines.append("")
-    return "\n".join(lines)

@@ -15,6 +15,7 @@ import torch
 from tokenizers import Tokenizer
 
 from glotta.config import GenerateConfig
+from glotta.models import context_length
 
 
 def _candidates(
@@ -74,7 +75,7 @@ def generate_ids(
     """Yield new token ids one at a time (stops at EOS or max_new_tokens)."""
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    context = context_length(model)
     prompt = prompt_ids[-context:]
     # The token history lives in one preallocated buffer (no concatenation per token).
     history = torch.empty(context, dtype=torch.long, device=device)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glotta.config import Recipe, dump_toml, recipe_to_dict
+from glotta.config import Recipe, recipe_to_dict
+from glotta.recipe import dump_toml
 from glotta.rundir import RunDir, is_complete, stage_fingerprint
 
 

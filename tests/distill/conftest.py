@@ -37,6 +37,7 @@ def student_recipe(teacher: RunDir, *extra: str) -> Recipe:
         f'distill.teacher="{teacher.export}"',
         "train.eval_interval=0",
         "train.log_interval=1",
+        'distill.teacher_dtype="fp32"',  # bf16 where native (AMX) would blur the comparisons
         *extra,
     )
 

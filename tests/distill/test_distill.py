@@ -14,25 +14,26 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from glotta.config import DistillConfig, ModelConfig, load_recipe
+from glotta.config import DistillConfig, ModelConfig
 from glotta.distill import run_distill
 from glotta.distill import teacher as teacher_module
+from glotta.distill.causal import DistillObjective
 from glotta.distill.losses import (
     LossWeights,
     cosine_loss_sum,
     distillation_loss_sum,
     soft_target_kl_sum,
 )
-from glotta.distill.stage import DistillObjective
 from glotta.distill.student import PROJECTION, attach_projection
 from glotta.distill.teacher import check_vocabulary, load_teacher
 from glotta.errors import GlottaError
 from glotta.models import count_parameters, gpt2_config
 from glotta.pipeline import run_recipe, save_recipe
+from glotta.recipe import load_recipe
 from glotta.rundir import RunDir, is_complete
 from glotta.train.data import BlockDataset
 from glotta.train.distributed import Dist
-from glotta.train.loop import token_loss_sum
+from glotta.train.objective import token_loss_sum
 from tests.conftest import glotta, glotta_torchrun
 from tests.distill.conftest import student_recipe, student_run
 from tests.train.test_engine import assert_bitwise_equal, loss_curve, weights

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glotta.config import DistillConfig, TrainConfig, load_recipe
+from glotta.config import DistillConfig, TrainConfig
 from glotta.distill.encoder import (
     LayerCapture,
     cut_student,
@@ -23,6 +23,7 @@ from glotta.distill.encoder import (
 from glotta.distill.stage import check_config
 from glotta.errors import GlottaError
 from glotta.pipeline import run_recipe
+from glotta.recipe import load_recipe
 from glotta.rundir import RunDir, is_complete
 from tests.corpus.real_text import swedish_answers
 from tests.distill.test_trim_vocab import minilm_dir
@@ -318,8 +319,8 @@ def test_each_loss_term_alone_and_together(distilled, alphas):
         f"distill.alpha_attention={alpha_attention}",
     )
     objective = EncoderDistillObjective(recipe.distill, distilled.tokenizer)
-    model = objective.build_model(recipe.model, "mlm", 0, 64, {"pad": 0})
-    objective.prepare(model, Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
+    cpu = Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    model = objective.build(recipe.model, "mlm", 0, 64, {"pad": 0}, cpu)
     spec = MaskingSpec.from_folder(distilled.tokenizer)
     inputs, targets = MaskedBlockDataset(distilled.shards / "train.bin", 64, spec).batch(range(4))
     model.train()
@@ -342,8 +343,8 @@ def test_freeze_embeddings_and_trim_settings(distilled):
 
     recipe = minilm_student_recipe("distill.student_layers=[0]", "distill.freeze_embeddings=true")
     objective = EncoderDistillObjective(recipe.distill, distilled.tokenizer)
-    model = objective.build_model(recipe.model, "mlm", 0, 64, {"pad": 0})
-    objective.prepare(model, Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
+    cpu = Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    model = objective.build(recipe.model, "mlm", 0, 64, {"pad": 0}, cpu)
     assert not model.embeddings.word_embeddings.weight.requires_grad  # LightMBERT's choice
     assert model.embeddings.position_embeddings.weight.requires_grad
     assert model.encoder.layer[0].output.dense.weight.requires_grad

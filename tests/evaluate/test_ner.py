@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glotta.config import NerConfig, load_recipe
+from glotta.config import NerConfig
 from glotta.errors import GlottaError
 from glotta.evaluate.ner import (
     IGNORE,
@@ -34,6 +34,7 @@ from glotta.evaluate.ner_data import (
     ner_scores,
     read_conll,
 )
+from glotta.recipe import load_recipe
 
 seqeval = pytest.importorskip("seqeval")
 from seqeval.metrics import classification_report, f1_score  # noqa: E402

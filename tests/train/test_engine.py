@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from glotta.config import load_recipe
 from glotta.models import extend_positions
+from glotta.recipe import load_recipe
 from glotta.rundir import RunDir, is_complete, latest_checkpoint
 from glotta.train.checkpoint import BEST, _prune
 from glotta.train.loop import training_phases

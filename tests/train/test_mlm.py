@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from glotta.config import TokenizerConfig, load_recipe
+from glotta.config import TokenizerConfig
 from glotta.errors import GlottaError
 from glotta.masking import (
     CJK_CLASSES,
@@ -29,6 +29,7 @@ from glotta.masking import (
 )
 from glotta.models import build_masked_lm, count_parameters, load_causal_lm
 from glotta.pipeline import run_recipe
+from glotta.recipe import load_recipe
 from glotta.rundir import RunDir
 from glotta.tokenizer.train import train_tokenizer
 from glotta.train.loop import run_train
@@ -260,11 +261,13 @@ def test_masks_depend_on_seed_step_and_global_row_only(tokenizers):
     [
         (
             ['train.objective="mlm"'],
-            r"train\.objective = 'mlm' needs model\.arch = 'bert' or 'roberta'",
+            # every problem at once: the family and the tokenizer
+            r"2 problems:\n  - train\.objective = 'mlm' does not train model\.arch = 'gpt2' "
+            r".*use model\.arch = 'bert' or 'roberta'\)\n  - .*needs a tokenizer with a mask",
         ),
         (
             ['model.arch="bert"'],
-            r"model\.arch = 'bert' is a masked LM: set train\.objective = 'mlm'",
+            r"train\.objective = 'clm' does not train model\.arch = 'bert' \(it trains with mlm",
         ),
         (
             ['model.arch="roberta"', 'train.objective="mlm"', 'tokenizer.kind="bpe"'],

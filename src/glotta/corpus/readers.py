@@ -18,7 +18,6 @@ import logging
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +25,7 @@ import zstandard
 
 from glotta.config import CorpusConfig
 from glotta.corpus.inputs import Source, open_binary, resolve_inputs
+from glotta.corpus.records import RawDocument, decoded_lines, warn_skip
 from glotta.errors import GlottaError
 
 log = logging.getLogger(__name__)
@@ -38,21 +38,6 @@ READER_SKIP_REASONS = (
     "redirect",
     "disambiguation",
 )
-_WARN_FIRST = 5  # file:line warnings shown per skip reason; the rest are only counted
-
-
-@dataclass(slots=True)
-class RawDocument:
-    """One input record: its text as read, or ``skip`` = the reason it produced no text."""
-
-    text: str
-    source: str  # file path, or hf://DATASET/CONFIG/SPLIT
-    skip: str | None = None
-    utf8_replaced: bool = False  # invalid UTF-8 bytes were replaced by U+FFFD
-    # Set by readers whose records carry their own markup (Wikipedia dumps: 'mediawiki'); the
-    # conversion itself runs later, in the cleaning workers, not in the reading process.
-    markup: str | None = None
-    title: str = ""  # article title, kept as the first block by markup conversion
 
 
 def iter_documents(cfg: CorpusConfig) -> Iterator[RawDocument]:
@@ -96,26 +81,9 @@ def _read_text_file(cfg: CorpusConfig, source: Source, warned: Counter) -> Itera
             ) from None
 
 
-def _lines(fh: BinaryIO) -> Iterator[tuple[int, str, bool]]:
-    """Yield (line number, line without its ending, had invalid UTF-8) from a binary stream.
-
-    Decoding line by line keeps memory flat and lets one bad byte cost one replaced character
-    instead of the whole file.
-    """
-    for number, raw in enumerate(fh, 1):
-        raw = raw.rstrip(b"\r\n")
-        try:
-            text, bad = raw.decode("utf-8"), False
-        except UnicodeDecodeError:
-            text, bad = raw.decode("utf-8", errors="replace"), True
-        if number == 1 and text.startswith("\ufeff"):
-            text = text[1:]  # byte-order mark written by some Windows editors
-        yield number, text, bad
-
-
 def _txt_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
     if cfg.txt_documents == "lines":
-        for _, line, bad in _lines(fh):
+        for _, line, bad in decoded_lines(fh):
             if line.strip():
                 yield RawDocument(line, source, utf8_replaced=bad)
         return
@@ -126,7 +94,7 @@ def _txt_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
     split = cfg.txt_documents == "paragraphs"
     lines: list[str] = []
     size, bad_any, too_long = 0, False, False
-    for _, line, bad in _lines(fh):
+    for _, line, bad in decoded_lines(fh):
         if split and not line.strip():
             if lines or too_long:
                 yield _paragraph(lines, source, bad_any, too_long)
@@ -150,7 +118,7 @@ def _paragraph(lines: list[str], source: str, bad: bool, too_long: bool) -> RawD
 
 
 def _jsonl_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
-    for number, line, bad in _lines(fh):
+    for number, line, bad in decoded_lines(fh):
         if not line.strip():
             continue
         try:
@@ -161,12 +129,12 @@ def _jsonl_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter
                     f"{source} holds a JSON array; glotta reads JSON Lines (one object per "
                     "line): convert it with  jq -c '.[]' FILE > FILE.jsonl"
                 ) from None
-            _warn(warned, "invalid_json", f"{source}:{number}: invalid JSON ({exc})")
+            warn_skip(warned, "invalid_json", f"{source}:{number}: invalid JSON ({exc})")
             yield RawDocument("", source, skip="invalid_json", utf8_replaced=bad)
             continue
         values = [obj.get(f) for f in cfg.text_fields] if isinstance(obj, dict) else [None]
         if not all(isinstance(v, str) for v in values):
-            _warn(
+            warn_skip(
                 warned,
                 "missing_field",
                 f"{source}:{number}: no string field(s) {cfg.text_fields}",
@@ -179,12 +147,12 @@ def _jsonl_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter
 def _tsv_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
     # Plain tab splitting, no CSV quoting: corpora such as rl_wsd_labeled put quotes in the text.
     needed = max(cfg.tsv_columns) + 1
-    for number, line, bad in _lines(fh):
+    for number, line, bad in decoded_lines(fh):
         if not line.strip():
             continue
         cells = line.split("\t")
         if len(cells) < needed:
-            _warn(
+            warn_skip(
                 warned,
                 "bad_tsv_row",
                 f"{source}:{number}: {len(cells)} columns, corpus.tsv_columns needs {needed}",
@@ -206,13 +174,6 @@ def _cirrus_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counte
     from glotta.corpus.wikipedia import iter_cirrus
 
     return iter_cirrus(fh, source, warned)
-
-
-def _warn(warned: Counter, reason: str, message: str) -> None:
-    warned[reason] += 1
-    if warned[reason] <= _WARN_FIRST:
-        suffix = " (further ones are only counted)" if warned[reason] == _WARN_FIRST else ""
-        log.warning("%s; skipped%s", message, suffix)
 
 
 def _read_parquet(cfg: CorpusConfig, path: Path) -> Iterator[RawDocument]:

@@ -33,7 +33,7 @@ from glotta.config import CorpusConfig
 from glotta.corpus.inputs import resolve_inputs
 from glotta.corpus.process import DocumentProcessor, Processed, worker_count
 from glotta.corpus.readers import iter_documents
-from glotta.corpus.stage import output_settings
+from glotta.corpus.settings import output_settings
 from glotta.errors import GlottaError
 from glotta.rundir import stage_fingerprint
 

@@ -15,7 +15,6 @@ document) plus the fixed-size near-duplicate filter.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import json
 import sys
@@ -33,6 +32,7 @@ from glotta.corpus.near_dedup import BloomLSH, lsh_parameters
 from glotta.corpus.process import DocumentProcessor, Processed, process_stream, worker_count
 from glotta.corpus.quality import QUALITY_DROP_REASONS
 from glotta.corpus.readers import READER_SKIP_REASONS, iter_documents
+from glotta.corpus.settings import output_settings
 from glotta.documents import SPLITS, DocumentWriter
 from glotta.errors import GlottaError
 from glotta.rundir import begin_stage, mark_complete, stage_fingerprint, write_json_atomic
@@ -94,15 +94,6 @@ def check_config(cfg: CorpusConfig) -> None:
 
 # How the work is spread does not change what is written: a run with other values of these keys
 # is the same stage (glotta run does not redo it).
-EXECUTION_KEYS = ("workers", "executor", "tasks", "slurm_partition", "slurm_time")
-
-
-def output_settings(cfg: CorpusConfig) -> CorpusConfig:
-    """``cfg`` with the execution-only keys at their defaults: what the stage fingerprint hashes."""
-    defaults = CorpusConfig()
-    return dataclasses.replace(cfg, **{key: getattr(defaults, key) for key in EXECUTION_KEYS})
-
-
 def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
     """Run the corpus stage into ``out_dir``; return the statistics also saved as stats.json."""
     out_dir = Path(out_dir)

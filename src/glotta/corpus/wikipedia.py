@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from glotta.corpus.readers import RawDocument, _lines, _warn
+from glotta.corpus.records import RawDocument, decoded_lines, warn_skip
 from glotta.errors import GlottaError
 
 _CHUNK = 1 << 20  # bytes fed to the XML parser at a time
@@ -161,17 +161,17 @@ def iter_cirrus(fh: BinaryIO, source: str, warned: Counter | None = None) -> Ite
     across files, as in the other readers.
     """
     warned = Counter() if warned is None else warned
-    for number, line, bad in _lines(fh):
+    for number, line, bad in decoded_lines(fh):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            _warn(warned, "invalid_json", f"{source}:{number}: invalid JSON ({exc})")
+            warn_skip(warned, "invalid_json", f"{source}:{number}: invalid JSON ({exc})")
             yield RawDocument("", source, skip="invalid_json", utf8_replaced=bad)
             continue
         if not isinstance(obj, dict):
-            _warn(warned, "invalid_json", f"{source}:{number}: not a JSON object")
+            warn_skip(warned, "invalid_json", f"{source}:{number}: not a JSON object")
             yield RawDocument("", source, skip="invalid_json", utf8_replaced=bad)
             continue
         if "index" in obj and len(obj) == 1:
@@ -188,7 +188,7 @@ def iter_cirrus(fh: BinaryIO, source: str, warned: Counter | None = None) -> Ite
             text = f"{title}\n\n{obj['text']}" if title else obj["text"]
             yield RawDocument(text, source, utf8_replaced=bad, title=title)
         else:
-            _warn(warned, "missing_field", f"{source}:{number}: no 'text' or 'source_text'")
+            warn_skip(warned, "missing_field", f"{source}:{number}: no 'text' or 'source_text'")
             yield RawDocument("", source, skip="missing_field", utf8_replaced=bad)
 
 

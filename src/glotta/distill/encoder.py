@@ -38,13 +38,13 @@ from pathlib import Path
 import torch
 
 from glotta.config import ModelConfig
+from glotta.distill.causal import DistillObjective
 from glotta.distill.losses import attention_mse_sum, hidden_mse_sum
-from glotta.distill.stage import DistillObjective
 from glotta.distill.student import attach_projection, student_parameters
 from glotta.distill.teacher import check_vocabulary, teacher_dtype
 from glotta.distill.trim_vocab import read_kept_ids, slice_vocabulary
 from glotta.errors import GlottaError
-from glotta.models import build_model, has_masked_lm_head, position_offset
+from glotta.models import build_model, context_length, has_masked_lm_head
 from glotta.rundir import write_json_atomic
 from glotta.train.distributed import Dist
 
@@ -194,9 +194,10 @@ class LayerCapture:
 class EncoderDistillObjective(DistillObjective):
     """alpha_hidden * hidden-state MSE + alpha_attention * attention-score MSE, per position."""
 
-    def build_model(
+    def build_student(
         self, model_cfg: ModelConfig, objective: str, vocab_size: int, block_size: int, special_ids
     ) -> torch.nn.Module:
+        """The teacher's bottom layers (``student_layers``), or ``[model]`` at random."""
         cfg = self.cfg
         teacher = load_run_teacher(cfg.teacher, self.tokenizer_dir)
         self.vocab_size = check_vocabulary(
@@ -205,7 +206,7 @@ class EncoderDistillObjective(DistillObjective):
             self.tokenizer_dir,
             read_kept_ids(self.tokenizer_dir),
         )
-        positions = teacher.config.max_position_embeddings - position_offset(teacher.config)
+        positions = context_length(teacher)
         if positions < block_size:
             raise GlottaError(
                 f"the teacher {cfg.teacher} reads at most {positions} tokens but train.block_size "

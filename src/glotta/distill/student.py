@@ -14,36 +14,37 @@ from __future__ import annotations
 import torch
 
 from glotta.errors import GlottaError
+from glotta.models import family_of, transformer_blocks
 
 PROJECTION = "distill_projection"  # attribute of the student that holds the projection
 
 
-def _blocks(model) -> torch.nn.ModuleList | None:
-    transformer = getattr(model, "transformer", None)
-    return getattr(transformer, "h", None)
-
-
 def copy_teacher_layers(student, teacher, layers: list[int]) -> None:
-    """Copy teacher blocks ``layers`` (in order), the token and position embeddings and the final
-    norm into a GPT-2 student of the teacher's width; weights are copied exactly (fp32)."""
-    teacher_blocks, student_blocks = _blocks(teacher), _blocks(student)
-    if teacher_blocks is None:
+    """Copy teacher blocks ``layers`` (in order) and everything outside the blocks (embeddings,
+    final norm, output layer) into a student of the teacher's family and width; weights are
+    copied exactly (fp32). Any family works: the blocks are the ones its family names."""
+    what = "distill.student_layers copies teacher blocks"
+    if family_of(teacher) is None or family_of(teacher) is not family_of(student):
         raise GlottaError(
-            f"distill.student_layers copies GPT-2 blocks, but the teacher is a "
-            f"{teacher.config.model_type!r} model; use distill.student_layers = [] (a student "
-            "initialised at random learns from any causal LM with the same tokenizer)"
+            f"{what} into a student of the same family, but the teacher is a "
+            f"{teacher.config.model_type!r} model and the student a "
+            f"{student.config.model_type!r} model; set model.arch to the teacher's family, or "
+            "use distill.student_layers = [] (a student initialised at random learns from any "
+            "causal LM with the same tokenizer)"
         )
+    teacher_blocks, student_blocks = transformer_blocks(teacher), transformer_blocks(student)
     s, t = student.config, teacher.config
     if len(layers) != len(student_blocks):
         raise GlottaError(
             f"distill.student_layers names {len(layers)} teacher blocks but the student has "
             f"model.n_layer = {len(student_blocks)}; make them equal"
         )
-    if (s.n_embd, s.n_head) != (t.n_embd, t.n_head):
+    if (s.hidden_size, s.num_attention_heads) != (t.hidden_size, t.num_attention_heads):
         raise GlottaError(
             f"distill.student_layers needs the teacher's width and heads: set model.n_embd = "
-            f"{t.n_embd} and model.n_head = {t.n_head} (the student has {s.n_embd} and "
-            f"{s.n_head}), or use distill.student_layers = [] for a narrower student"
+            f"{t.hidden_size} and model.n_head = {t.num_attention_heads} (the student has "
+            f"{s.hidden_size} and {s.num_attention_heads}), or use distill.student_layers = [] "
+            "for a narrower student"
         )
     outside = [i for i in layers if not 0 <= i < len(teacher_blocks)]
     if outside:
@@ -51,19 +52,45 @@ def copy_teacher_layers(student, teacher, layers: list[int]) -> None:
             f"distill.student_layers {outside} are not blocks of the teacher (it has "
             f"{len(teacher_blocks)}: 0..{len(teacher_blocks) - 1})"
         )
-    vocab = student.transformer.wte.num_embeddings
-    positions = min(student.transformer.wpe.num_embeddings, teacher.transformer.wpe.num_embeddings)
-    try:
-        with torch.no_grad():
-            student.transformer.wte.weight.copy_(teacher.transformer.wte.weight[:vocab])
-            student.transformer.wpe.weight[:positions].copy_(
-                teacher.transformer.wpe.weight[:positions]
-            )
-            student.transformer.ln_f.load_state_dict(teacher.transformer.ln_f.state_dict())
-            for target, source in enumerate(layers):
-                student_blocks[target].load_state_dict(teacher_blocks[source].state_dict())
-    except RuntimeError as exc:  # e.g. another feed-forward width (n_inner)
-        raise GlottaError(f"teacher blocks do not fit the student's blocks: {exc}") from None
+    student_prefix = _module_path(student, student_blocks) + "."
+    teacher_prefix = _module_path(teacher, teacher_blocks) + "."
+    source = teacher.state_dict()
+    copied = {}
+    for key, value in student.state_dict().items():
+        name = key
+        if key.startswith(student_prefix):  # blocks.<i>.rest -> blocks.<layers[i]>.rest
+            index, rest = key[len(student_prefix) :].split(".", 1)
+            name = f"{teacher_prefix}{layers[int(index)]}.{rest}"
+        copied[key] = _fitted(source.get(name), value, name)
+    with torch.no_grad():
+        student.load_state_dict(copied)
+
+
+def _module_path(model: torch.nn.Module, module: torch.nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
+
+
+def _fitted(teacher_value: torch.Tensor | None, student_value: torch.Tensor, name: str):
+    """The teacher's tensor for a student tensor: the same shape, or the first rows of a longer
+    table (a student with fewer positions or a vocabulary cut to the tokenizer's)."""
+    if teacher_value is not None and teacher_value.shape == student_value.shape:
+        return teacher_value.detach().float().clone()
+    rows = student_value.shape[0] if student_value.dim() else 0
+    if (
+        teacher_value is not None
+        and teacher_value.dim() == student_value.dim() >= 1
+        and teacher_value.shape[1:] == student_value.shape[1:]
+    ):
+        fitted = student_value.detach().clone()
+        shared = min(rows, teacher_value.shape[0])
+        fitted[:shared] = teacher_value[:shared]
+        return fitted
+    found = "missing" if teacher_value is None else tuple(teacher_value.shape)
+    raise GlottaError(
+        f"teacher blocks do not fit the student's blocks: {name} is {found} in the teacher and "
+        f"{tuple(student_value.shape)} in the student (another feed-forward width or key/value "
+        "heads?); give the student the teacher's shape"
+    )
 
 
 def attach_projection(student, teacher_width: int) -> torch.nn.Linear | None:
@@ -78,7 +105,13 @@ def attach_projection(student, teacher_width: int) -> torch.nn.Linear | None:
 
 def freeze_position_embeddings(student) -> None:
     """DistilGPT2's --freeze_pos_embs: the optimizer skips weights that need no gradient."""
-    student.transformer.wpe.weight.requires_grad_(False)
+    table = family_of(student).position_embeddings(student) if family_of(student) else None
+    if table is None:
+        raise GlottaError(
+            f"distill.freeze_position_embeddings: a {student.config.model_type!r} student has no "
+            "learned position embeddings (rotary positions); set it to false"
+        )
+    table.weight.requires_grad_(False)
 
 
 def student_parameters(student) -> int:

@@ -41,6 +41,7 @@ from glotta.errors import GlottaError
 from glotta.evaluate.stage import read_text_documents, score_model
 from glotta.generate import generate_ids
 from glotta.models import (
+    context_length,
     count_parameters,
     eos_id_of,
     is_masked_lm,
@@ -95,7 +96,7 @@ def resolve_model(path: str, role: str, tokenizer: Path | None = None) -> Candid
 
 def generation_speed(model, eos_id: int, new_tokens: int = 64, repeats: int = 3) -> float:
     """Tokens per second of batch-1 greedy generation (median of ``repeats``, after a warm-up)."""
-    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    context = context_length(model)
     cfg = GenerateConfig(
         temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
         max_new_tokens=min(new_tokens, context - 1),
@@ -160,7 +161,7 @@ def compare_models(
 def encoder_speed(model, batch: int = 8, length: int = 128, repeats: int = 3) -> float:
     """Tokens per second of a forward pass over ``batch`` x ``length`` tokens (median of three)."""
     device = next(model.parameters()).device
-    length = min(length, model.config.max_position_embeddings - 2)
+    length = min(length, context_length(model) - 2)  # room for [CLS] and [SEP]
     ids = torch.randint(5, model.config.vocab_size, (batch, length), device=device)
     seconds = []
     with torch.inference_mode():

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from glotta.config import NerConfig, TrainConfig
 from glotta.errors import GlottaError
 from glotta.evaluate.ner_data import Sentence, entity_spans, load_ner_data, ner_scores
+from glotta.models import context_length
 from glotta.rundir import (
     RunDir,
     begin_stage,
@@ -156,12 +157,7 @@ def load_token_classifier(model_dir: Path | str, labels: list[str]):
 
 
 def max_positions(model) -> int:
-    config = model.config
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 1 << 30
+    return context_length(model)
 
 
 def resolve_device(name: str) -> torch.device:

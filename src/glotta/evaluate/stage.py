@@ -21,13 +21,13 @@ from glotta.documents import read_documents
 from glotta.errors import GlottaError
 from glotta.evaluate.perplexity import Score, score_token_documents, unigram_baseline
 from glotta.models import (
+    context_length,
     eos_id_of,
     has_masked_lm_head,
     is_masked_lm,
     load_causal_lm,
     load_masked_lm,
     load_tokenizer,
-    position_offset,
 )
 from glotta.rundir import (
     RunDir,
@@ -36,6 +36,7 @@ from glotta.rundir import (
     latest_checkpoint,
     mark_complete,
     stage_fingerprint,
+    write_json_atomic,
 )
 from glotta.tokenizer.shards import open_shard
 
@@ -79,7 +80,7 @@ def read_text_documents(path: Path) -> Iterator[str]:
 def score_model(
     model, tokenizer: Tokenizer, texts: Iterator[str], cfg: EvalConfig, eos_id: int
 ) -> Score:
-    context = model.config.n_positions if hasattr(model.config, "n_positions") else 1024
+    context = context_length(model)
     stride = cfg.stride or max(1, context // 2)
     return score_token_documents(
         model,
@@ -143,10 +144,15 @@ def run_eval(cfg: EvalConfig, run_dir: RunDir) -> dict:
         )
         rows.append({"name": "unigram baseline", "kind": "baseline", **baseline.as_dict()})
     results = {"split": cfg.split, "checkpoint": str(checkpoint), "rows": rows}
-    (run_dir.eval / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nheld-out evaluation on the {cfg.split} split ({model_score.documents} documents)")
     print(format_table(rows), flush=True)
-    mark_complete(run_dir.eval, "eval", stage_fingerprint(cfg, run_dir.train), {"rows": rows})
+    return _finish(cfg, run_dir, results, {"rows": rows})
+
+
+def _finish(cfg: EvalConfig, run_dir: RunDir, results: dict, summary: dict) -> dict:
+    """Write RUN_DIR/eval/results.json atomically, then the stage's completion marker."""
+    write_json_atomic(run_dir.eval / "results.json", results)
+    mark_complete(run_dir.eval, "eval", stage_fingerprint(cfg, run_dir.train), summary)
     return results
 
 
@@ -159,7 +165,7 @@ def _trained_block_size(run_dir: RunDir, model) -> int:
         sizes += [p.get("block_size") for p in train.get("phases") or [] if p.get("block_size")]
         if sizes[-1]:
             return int(sizes[-1])
-    return model.config.max_position_embeddings - position_offset(model.config)
+    return context_length(model)
 
 
 def _run_masked_eval(cfg: EvalConfig, run_dir: RunDir, checkpoint: Path) -> dict:
@@ -176,11 +182,9 @@ def _run_masked_eval(cfg: EvalConfig, run_dir: RunDir, checkpoint: Path) -> dict
         "mlm_probability": data.probability,
         "rows": rows,
     }
-    (run_dir.eval / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nheld-out masked-token evaluation on the {cfg.split} shard ({data.num_blocks} blocks)")
     print(format_masked_table(rows), flush=True)
-    mark_complete(run_dir.eval, "eval", stage_fingerprint(cfg, run_dir.train), {"rows": rows})
-    return results
+    return _finish(cfg, run_dir, results, {"rows": rows})
 
 
 def _masked_eval_data(cfg: EvalConfig, run_dir: RunDir, model):
@@ -268,10 +272,8 @@ def _run_encoder_distill_eval(
         "agreement": agreement,
         "rows": rows,
     }
-    (run_dir.eval / "results.json").write_text(json.dumps(results, indent=2))
     summary = {"rows": rows, "last_layer_cosine": agreement[0]["last_layer_cosine"]}
-    mark_complete(run_dir.eval, "eval", stage_fingerprint(cfg, run_dir.train), summary)
-    return results
+    return _finish(cfg, run_dir, results, summary)
 
 
 def format_masked_table(rows: list[dict]) -> str:
@@ -299,7 +301,7 @@ def _evaluate_masked_folder(
     model = load_masked_lm(model_dir, device)
     spec = MaskingSpec.from_tokenizer(tokenizer)
     stream = encode_stream(tokenizer, read_text_documents(text_file), spec.sep_id)
-    block_size = min(512, model.config.max_position_embeddings - position_offset(model.config))
+    block_size = min(512, context_length(model))
     data = eval_blocks(stream, min(block_size, max(3, len(stream) + 2)), spec)
     score = masked_lm_eval(model, data, cfg.batch_size, device)
     if score.blocks == 0:

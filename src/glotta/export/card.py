@@ -21,7 +21,7 @@ import yaml
 from glotta.config import RecipeInfo
 from glotta.export.card_distill import agreement_section, distill_section
 from glotta.export.card_tables import table
-from glotta.models import has_masked_lm_head
+from glotta.models import card_shape, has_masked_lm_head
 
 
 def _read_json(path: Path) -> dict:
@@ -67,6 +67,7 @@ def _front_matter(
     widget: str,
     masked: str = "",
     headless: bool = False,
+    model_type: str = "gpt2",
 ) -> str:
     """YAML metadata; ``masked`` is the model type of a masked LM ('bert', 'roberta'), else '';
     ``headless``: an encoder without a masked-LM head (a distilled sentence encoder)."""
@@ -76,7 +77,7 @@ def _front_matter(
         "license": info.license,
         "library_name": "transformers",
         "pipeline_tag": "text-generation",
-        "tags": ["gpt2", "causal-lm", *tags],
+        "tags": [model_type, "causal-lm", *tags],
         "datasets": info.datasets or None,
     }
     if masked:  # the default export tag "text-generation" would mislabel a masked LM
@@ -196,26 +197,30 @@ def _tokenizer_section(stats: dict) -> str:
 
 def _architecture_section(train_config: dict, summary: dict) -> str:
     mc = train_config.get("model_config", {})
-    # GPT-2 names its sizes n_layer/n_embd/n_head/n_positions; BERT and RoBERTa do not.
-    context = mc.get("n_positions", mc.get("max_position_embeddings"))
-    if context and mc.get("model_type") == "roberta":
-        context -= mc.get("pad_token_id", 1) + 1  # positions start after the padding id
+    shape = card_shape(mc)  # each family names its sizes its own way
+    extra = {"kv_heads": "key/value heads", "rope_theta": "RoPE base"}
+    shown = [key for key in extra if shape.get(key) is not None]
+    tied = mc.get("tie_word_embeddings", True)
     return (
         table(
-            ["parameters", "layers", "hidden", "heads", "context", "vocabulary"],
+            ["parameters", "layers", "hidden", "heads", *(extra[k] for k in shown), "context",
+             "vocabulary"],
             [
                 [
                     f"{summary.get('parameters', 0) / 1e6:.2f}M",
-                    mc.get("n_layer", mc.get("num_hidden_layers")),
-                    mc.get("n_embd", mc.get("hidden_size")),
-                    mc.get("n_head", mc.get("num_attention_heads")),
-                    context,
+                    shape["layers"],
+                    shape["width"],
+                    shape["heads"],
+                    *(f"{shape[k]:g}" for k in shown),
+                    shape["context"],
                     mc.get("vocab_size"),
                 ]
             ],
-        )
-        + f"\n\n`transformers.{(mc.get('architectures') or ['GPT2LMHeadModel'])[0]}`, weights tied between input and output embeddings."
-    )
+        )  # fmt: skip
+        + f"\n\n`transformers.{(mc.get('architectures') or ['GPT2LMHeadModel'])[0]}`, "
+        + ("weights tied between input and output embeddings." if tied else "separate input "
+           "and output embeddings.")
+    )  # fmt: skip
 
 
 def _training_section(train_config: dict) -> str:
@@ -463,7 +468,9 @@ def render_card(
             "entities) and evaluate before any use."
         )
     return template.substitute(
-        front_matter=_front_matter(info, tags, results, widget, masked, headless),
+        front_matter=_front_matter(
+            info, tags, results, widget, masked, headless, model_config.get("model_type", "gpt2")
+        ),
         title=info.name,
         description=info.description
         or (

@@ -27,23 +27,34 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from glotta.config import ModelConfig, TrainConfig, check_objective
+from glotta.config import ModelConfig, TrainConfig
 from glotta.errors import GlottaError
 from glotta.masking import (
-    IGNORE_INDEX,
     TRAIN_STREAM,
     VALID_STREAM,
     MaskedBlockDataset,
     MaskingSpec,
 )
-from glotta.models import build_model, count_parameters, extend_positions
-from glotta.rundir import RunDir, begin_stage, is_complete, mark_complete, stage_fingerprint
+from glotta.models import (
+    check_model_settings,
+    count_parameters,
+    extend_positions,
+    transformer_blocks,
+)
+from glotta.rundir import (
+    RunDir,
+    begin_stage,
+    is_complete,
+    mark_complete,
+    stage_fingerprint,
+    write_json_atomic,
+)
 from glotta.train import checkpoint
 from glotta.train.data import BlockDataset, DataPosition, EpochSampler, rank_slice
 from glotta.train.distributed import Dist, all_reduce_sum, barrier, setup, teardown
+from glotta.train.objective import Objective, TrainingSetup
 from glotta.train.optim import build_optimizer, build_scheduler
 
 
@@ -98,73 +109,6 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def token_loss_sum(
-    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
-) -> torch.Tensor:
-    """Sum of next-token cross-entropy over all positions (fp32 logits for a stable softmax)."""
-    logits = model(input_ids=inputs).logits
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
-    )
-
-
-class Objective:
-    """What the loop minimises: by default the summed token loss of ``token_loss_sum``.
-
-    Distillation (:mod:`glotta.distill`) passes its own and reuses everything else: steps,
-    token weighting, checkpoints, resume, DDP/FSDP. On every process, ``build_model`` makes the
-    model (default: [model] as :func:`glotta.models.build_model` builds it; an encoder student is
-    cut from its teacher instead), ``prepare`` runs once it is built and before a checkpoint is
-    loaded into it (modules it adds to the model are trained and checkpointed with it);
-    ``loss_sum`` returns a sum over the micro-batch's predicted tokens, which
-    ``predicted_tokens`` counts (the step's loss is divided by their total over the step);
-    ``state()`` goes into every trainer_state.json and comes back to ``check_resume``.
-    Validation uses ``validation_loss_sum``: the token loss by default, so validation losses
-    compare across objectives that predict tokens.
-    """
-
-    stage = "train"  # the stage named in RUN_DIR/train/COMPLETE.json
-
-    def stage_config(self, cfg: TrainConfig, model_cfg: ModelConfig):
-        """What the stage's fingerprint covers."""
-        return TrainStage(cfg, model_cfg)
-
-    def build_model(
-        self, model_cfg: ModelConfig, objective: str, vocab_size: int, block_size: int, special_ids
-    ) -> torch.nn.Module:
-        return build_model(model_cfg, objective, vocab_size, block_size, special_ids)
-
-    def prepare(self, model: torch.nn.Module, ctx: Dist) -> None:
-        pass
-
-    def loss_sum(self, model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return token_loss_sum(model, inputs, targets)
-
-    def validation_loss_sum(self, model, inputs: torch.Tensor, targets: torch.Tensor):
-        return token_loss_sum(model, inputs, targets)
-
-    def predicted_tokens(self, inputs: torch.Tensor, targets: torch.Tensor) -> int:
-        """Positions ``loss_sum`` sums over: every target that is not ignored (mlm: the masked)."""
-        return int((targets != IGNORE_INDEX).sum())
-
-    def log_values(self) -> dict[str, float]:
-        """Extra values for the metrics log at each logged step (e.g. each loss term's mean)."""
-        return {}
-
-    def state(self) -> dict:
-        return {}
-
-    def check_resume(self, state: dict) -> None:
-        """Plain training does not continue a distilled student (its loss would change silently)."""
-        if state.get("kind") == "distill":
-            teacher = (state.get("teacher") or {}).get("source", "?")
-            raise GlottaError(
-                f"the checkpoint to resume is a student distilled from {teacher}: continue it "
-                "with `glotta distill`, or start plain training over (`glotta train "
-                "--no-resume`, or delete RUN_DIR/train/checkpoints)"
-            )
 
 
 @torch.no_grad()
@@ -242,6 +186,15 @@ def training_phases(cfg: TrainConfig) -> list[TrainConfig]:
     return phases
 
 
+def phase_rope_thetas(cfg: TrainConfig) -> list[float]:
+    """The RoPE base of each phase: 0 (the model's own) until a phase sets one, which later
+    phases keep. Families with learned positions never get one (the recipe check refuses it)."""
+    thetas = [0.0]
+    for phase in cfg.phases:
+        thetas.append(phase.rope_theta or thetas[-1])
+    return thetas
+
+
 def open_blocks(
     cfg: TrainConfig, path: Path, masking: MaskingSpec | None, phase: int = 0, stream: int = 0
 ) -> BlockDataset | MaskedBlockDataset:
@@ -266,13 +219,28 @@ def run_train(
     run_dir: RunDir,
     resume: str = "auto",
     objective: Objective | None = None,
+    stage: str = "train",
+    settings=None,
+    model_setup: TrainingSetup | None = None,
 ) -> dict:
-    """Train (or continue training) the model; ``resume`` is 'auto', 'always' or 'never'."""
-    check_objective(cfg, model_cfg, "[train]/[model]")
+    """Train (or continue training) the model; ``resume`` is 'auto', 'always' or 'never'.
+
+    ``objective`` is the loss (default: the token loss) and ``model_setup`` makes the model and
+    guards resumes (default: ``[model]`` from scratch or ``init_from``); ``stage`` names the
+    stage in RUN_DIR/train/COMPLETE.json and ``settings`` is what its fingerprint covers
+    (default: :class:`TrainStage`). The distill stage passes its own of all four.
+    """
+    settings = settings or TrainStage(cfg, model_cfg)
+    check_model_settings(model_cfg, cfg, "[train]/[model]")
     meta = read_shard_meta(run_dir)
     ctx = setup(cfg.device)
     try:
-        return _train(cfg, model_cfg, run_dir, resume, meta, ctx, objective or Objective())
+        fingerprint = stage_fingerprint(settings, run_dir.shards)
+        objective = objective or Objective()
+        model_setup = model_setup or TrainingSetup()
+        return _train(
+            cfg, model_cfg, run_dir, resume, meta, ctx, objective, model_setup, stage, fingerprint
+        )
     finally:
         teardown()
 
@@ -303,13 +271,22 @@ class ResumePoint:
 
 
 def _train(
-    cfg, model_cfg, run_dir: RunDir, resume: str, meta: dict, ctx: Dist, objective: Objective
+    cfg,
+    model_cfg,
+    run_dir: RunDir,
+    resume: str,
+    meta: dict,
+    ctx: Dist,
+    objective: Objective,
+    model_setup: TrainingSetup,
+    stage: str,
+    fingerprint: str,
 ) -> dict:
-    fingerprint = stage_fingerprint(objective.stage_config(cfg, model_cfg), run_dir.shards)
     if ctx.is_main:
         begin_stage(run_dir.train)
     torch.manual_seed(cfg.seed)
     phases = training_phases(cfg)
+    rope_thetas = phase_rope_thetas(cfg)
     if ctx.enabled and cfg.parallelism == "fsdp":
         if cfg.compile:
             raise GlottaError("train.compile with train.parallelism = 'fsdp' is not supported yet")
@@ -341,10 +318,9 @@ def _train(
     special_ids = {"eos": meta["eos_id"]}
     if masking is not None:
         special_ids.update(pad=masking.pad_id, cls=masking.cls_id, sep=masking.sep_id)
-    model = objective.build_model(
-        model_cfg, cfg.objective, meta["vocab_size"], phases[0].block_size, special_ids
+    model = model_setup.build(
+        model_cfg, cfg.objective, meta["vocab_size"], phases[0].block_size, special_ids, ctx
     )
-    objective.prepare(model, ctx)
     run = RunProgress()
     resume_from = checkpoint.find_resume_checkpoint(run_dir.checkpoints)
     if resume == "always" and resume_from is None:
@@ -357,7 +333,7 @@ def _train(
     resume_point = None
     if resume_from is not None:
         resume_state = checkpoint.read_trainer_state(resume_from)
-        objective.check_resume(resume_state.get("objective", {}))
+        model_setup.check_resume(resume_state.get("objective", {}))
         resume_point = ResumePoint(
             resume_from, resume_state, checkpoint.read_training_state(resume_from)
         )
@@ -369,7 +345,8 @@ def _train(
             val_loss=resume_state["val_loss"],
             best_val_loss=resume_state.get("best_val_loss"),
         )
-        extend_positions(model, max(p.block_size for p in phases[: resume_point.phase + 1]))
+        longest = max(p.block_size for p in phases[: resume_point.phase + 1])
+        extend_positions(model, longest, rope_thetas[resume_point.phase])
         checkpoint.load_weights(resume_from, model)
         checkpoint.restore_rng(resume_point.training)
         if ctx.is_main:
@@ -398,13 +375,17 @@ def _train(
             for index, (phase, plan) in enumerate(zip(phases, plans, strict=True)):
                 if run.step >= phase_ends[index]:
                     continue  # finished before the resume
-                if extend_positions(model, phase.block_size) and ctx.is_main:
-                    print(f"glotta: phase {index + 1}: positions extended to {phase.block_size}")
+                theta = rope_thetas[index]
+                if extend_positions(model, phase.block_size, theta) and ctx.is_main:
+                    print(
+                        f"glotta: phase {index + 1}: context extended to {phase.block_size}"
+                        + (f", RoPE base {theta:g}" if theta else "")
+                    )
                 resume_here = resume_point if resume_point and resume_point.phase == index else None
                 model = _train_phase(
                     phase, plan, index, phase_ends[index] - plan.total_steps, model, run,
                     resume_here, run_dir, fingerprint, ctx, metrics, progress, stop, masking,
-                    objective,
+                    objective, model_setup,
                 )  # fmt: skip
                 resume_point = None  # later phases start fresh
                 if ctx.is_main:  # again: n_positions may have grown
@@ -416,8 +397,8 @@ def _train(
     summary["parameters"] = count_parameters(model)
     summary["total_steps"] = phase_ends[-1]
     if ctx.is_main:
-        (run_dir.train / "summary.json").write_text(json.dumps(summary, indent=2))
-        mark_complete(run_dir.train, objective.stage, fingerprint, summary)
+        write_json_atomic(run_dir.train / "summary.json", summary)
+        mark_complete(run_dir.train, stage, fingerprint, summary)
     barrier(ctx)
     return summary
 
@@ -438,6 +419,7 @@ def _train_phase(
     stop: StopRequest,
     masking: MaskingSpec | None = None,
     objective: Objective = Objective(),
+    model_setup: TrainingSetup = TrainingSetup(),
 ) -> torch.nn.Module:
     """Run one phase from ``run.step`` to its last step; returns the (possibly sharded) model."""
     shards = run_dir.shards
@@ -475,7 +457,7 @@ def _train_phase(
         state = _trainer_state(
             run, phase_index, sampler.position, plan, ctx, fingerprint, time.perf_counter() - start
         )
-        state["objective"] = objective.state()  # e.g. the teacher a student learns from
+        state["objective"] = model_setup.state()  # e.g. the teacher a student learns from
         checkpoint.save_checkpoint(
             run_dir.checkpoints, run.step, model, optimizer, scheduler, state,
             cfg.keep_checkpoints, is_best=is_best, sharded=sharded, is_main=ctx.is_main,
@@ -593,9 +575,7 @@ def shard_model(model: torch.nn.Module) -> torch.nn.Module:
     """FSDP2: shard each transformer block, then the rest (embeddings, final norm, head)."""
     from torch.distributed.fsdp import fully_shard
 
-    base = model.base_model
-    blocks = base.h if hasattr(base, "h") else base.encoder.layer  # GPT-2; BERT, RoBERTa
-    for block in blocks:
+    for block in transformer_blocks(model):
         fully_shard(block)
     fully_shard(model)
     return model

@@ -1,0 +1,78 @@
+"""Loading trained models and tokenizers from a folder (a checkpoint or an exported model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
+from glotta.errors import GlottaError
+
+# transformers model types of encoders that glotta treats as masked LMs.
+ENCODER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra")
+
+
+def is_masked_lm_config(config) -> bool:
+    """Whether a transformers config describes a masked LM (BERT-style encoder) for glotta."""
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForMaskedLM") for a in architectures):
+        return True
+    return not any(
+        a.endswith("LMHeadModel") or a.endswith("ForCausalLM") for a in architectures
+    ) and (config.model_type in ENCODER_MODEL_TYPES)
+
+
+def has_masked_lm_head(config) -> bool:
+    """Whether the checkpoint's weights include a masked-LM head (not only the encoder)."""
+    return any("ForMaskedLM" in a or "ForPreTraining" in a for a in config.architectures or [])
+
+
+def is_masked_lm(model_dir: Path | str) -> bool:
+    """Whether the checkpoint or exported folder holds a masked LM (by its config.json).
+
+    False when there is no readable config: the loader then says what is wrong.
+    """
+    try:
+        return is_masked_lm_config(AutoConfig.from_pretrained(str(model_dir)))
+    except (OSError, ValueError):
+        return False
+
+
+def load_causal_lm(model_dir: Path | str, device: torch.device | str = "cpu"):
+    if is_masked_lm(model_dir):
+        raise GlottaError(
+            f"{model_dir} holds a masked LM (BERT/RoBERTa): it fills in masks and does not "
+            "generate or score text left to right; use transformers' fill-mask pipeline"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise GlottaError(f"cannot load a causal LM from {model_dir}: {exc}") from None
+    return model.to(device).eval()
+
+
+def load_masked_lm(model_dir: Path | str, device: torch.device | str = "cpu"):
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise GlottaError(f"cannot load a masked LM from {model_dir}: {exc}") from None
+    return model.to(device).eval()
+
+
+def load_tokenizer(folder: Path | str) -> Tokenizer:
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        raise GlottaError(f"{folder} has no tokenizer.json; pass --tokenizer DIR")
+    return Tokenizer.from_file(str(path))
+
+
+def eos_id_of(tokenizer: Tokenizer, model) -> int:
+    """The end-of-text id that separated documents in training (prefixes every scored text)."""
+    eos = getattr(model.config, "eos_token_id", None)
+    if isinstance(eos, list):
+        eos = eos[0]
+    if eos is None:
+        raise GlottaError("the model config has no eos_token_id; cannot prefix documents")
+    return int(eos)
