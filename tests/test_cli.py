@@ -147,7 +147,7 @@ def test_eval_table_of_several_models_and_the_recipe_it_is_given(tiny_run, tmp_p
 
     # a recipe's [eval] settings apply to --model: a shorter stride (more history) changes the score
     recipe = tmp_path / "stride.toml"
-    recipe.write_text("[eval]\nstride = 1\n[train]\nblock_size = 64\n", "utf-8")
+    recipe.write_text("[eval]\nstride = 8\nbatch_size = 32\n", "utf-8")
     strided = glotta("eval", str(recipe), *common, "--json")
     assert strided.returncode == 0, strided.stderr[-2000:]
     assert json.loads(strided.stdout)[1]["nll_nats"] != rows[1]["nll_nats"]

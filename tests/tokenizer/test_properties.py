@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
@@ -126,6 +126,9 @@ def shard_contents(draw):
 
 
 @given(content=shard_contents(), batched=st.booleans())
+@example(content=(2, [[1]], None), batched=False)  # a shard of one token
+@example(content=(65536, [[65535], []], 0), batched=True)  # eos id 0, the largest uint16 id
+@example(content=(65537, [[65536, 0]], 65536), batched=False)  # the smallest uint32 vocabulary
 def test_shards_read_back_what_was_written(tmp_path_factory, content, batched):
     vocab, documents, eos = content
     path = tmp_path_factory.mktemp("shard") / "s.bin"
@@ -139,6 +142,7 @@ def test_shards_read_back_what_was_written(tmp_path_factory, content, batched):
     tokens = open_shard(path)
     assert tokens.dtype == (np.uint16 if vocab <= 65536 else np.uint32)
     assert tokens.tolist() == expected
+    assert not (expected and tokens.flags.writeable)  # training can never write into its data
     header = shard_header(path)
     assert (header["tokens"], header["documents"]) == (len(expected), len(documents))
     assert (header["vocab_size"], header["eos_id"]) == (vocab, eos)
@@ -151,3 +155,18 @@ def test_shards_refuse_ids_outside_the_vocabulary(tmp_path_factory, vocab, offse
         with ShardWriter(path, vocab) as writer:
             writer.write_document([0, vocab + offset])
     assert not path.exists()  # nothing that looks finished
+
+
+def test_shard_writer_refuses_bad_vocabularies_and_eos_and_names_the_bad_id(tmp_path):
+    with pytest.raises(ValueError, match="must be positive, got 0"):
+        ShardWriter(tmp_path / "a.bin", 0)
+    with pytest.raises(ValueError, match="does not fit 32-bit"):
+        ShardWriter(tmp_path / "b.bin", 2**32 + 1)
+    assert ShardWriter(tmp_path / "c.bin", 2**32).dtype == np.uint32
+    with pytest.raises(ValueError, match="eos_id 5 is outside the vocabulary of 5"):
+        ShardWriter(tmp_path / "d.bin", 5, eos_id=5)
+    with ShardWriter(tmp_path / "e.bin", 5, eos_id=4) as writer:
+        with pytest.raises(ValueError, match="token id 7 is outside"):
+            writer.write_document([0, 3, 7, -1])
+        with pytest.raises(ValueError, match="token id -1 is outside"):
+            writer.write_document([0, -1, 9])
