@@ -20,6 +20,7 @@ import tomllib
 import pytest
 import torch
 
+from glotta.cli import main
 from glotta.config import ModelConfig, TrainConfig
 from glotta.models import build_masked_lm, count_parameters
 from glotta.rundir import is_complete, latest_checkpoint
@@ -56,16 +57,28 @@ OPTIONS = {
 }  # fmt: skip
 
 
-def test_every_subcommand_is_listed_and_documents_its_options():
-    top = glotta("--help")
-    assert top.returncode == 0
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``glotta ARGS`` in this process (the real entry point, without a new interpreter):
+    (exit status, stdout, stderr)."""
+    status = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_every_subcommand_is_listed_and_documents_its_options(capsys):
+    status, top, _ = cli(capsys, "--help")
+    assert status == 0
     for command, options in OPTIONS.items():
-        assert command in top.stdout, command
-        result = glotta(command, "--help")
-        assert result.returncode == 0, (command, result.stderr)
+        assert command in top, command
+        status, text, err = cli(capsys, command, "--help")
+        assert status == 0, (command, err)
         for option in options:
-            assert option in result.stdout, (command, option)
-    assert "ner" in glotta("eval", "ner", "--help").stdout  # the two-word spelling
+            assert option in text, (command, option)
+    assert "--train-file" in cli(capsys, "eval", "ner", "--help")[1]  # the two-word spelling
 
 
 def test_recipes_lists_every_shipped_recipe_and_prints_one():
@@ -83,21 +96,24 @@ def test_recipes_lists_every_shipped_recipe_and_prints_one():
     assert "no-such-recipe" in missing.stderr and "demo-bert" in missing.stderr
 
 
-def test_no_resume_starts_over_and_resume_with_no_resume_is_an_error(tiny_run, tmp_path):
+def test_no_resume_starts_over_and_resume_with_no_resume_is_an_error(tiny_run, tmp_path, capsys):
     _, source = tiny_run
     recipe = tiny_recipe("train.max_steps=2", "train.eval_interval=0", "train.log_interval=1")
     run_dir = fresh_run_with_shards(tmp_path, "r", source, recipe)
-    assert glotta("train", "--run-dir", str(run_dir.root)).returncode == 0
+    assert cli(capsys, "train", "--run-dir", str(run_dir.root))[0] == 0
     first = (run_dir.checkpoints / "step_00000002" / "model.safetensors").read_bytes()
-    again = glotta("train", "--run-dir", str(run_dir.root), "--no-resume")
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "resuming" not in again.stdout
+    status, out, err = cli(capsys, "train", "--run-dir", str(run_dir.root), "--no-resume")
+    assert status == 0, err[-2000:]
+    assert "resuming" not in out
     rows = [json.loads(x) for x in (run_dir.train / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]  # a new log from step 1
     # the same seed from scratch: the same weights again
     assert (run_dir.checkpoints / "step_00000002" / "model.safetensors").read_bytes() == first
-    both = glotta("train", "--run-dir", str(run_dir.root), "--resume", "--no-resume")
-    assert both.returncode == 2 and "contradict" in both.stderr
+    status, _, err = cli(capsys, "train", "--run-dir", str(run_dir.root), "--resume", "--no-resume")
+    assert status == 2 and "contradict" in err
+    # without either flag, a finished run resumes from its last checkpoint (and has nothing to do)
+    status, out, _ = cli(capsys, "train", "--run-dir", str(run_dir.root))
+    assert status == 0 and "resuming from" in out
 
 
 def test_sigint_saves_a_checkpoint_and_exits_2(tiny_run, tmp_path):
