@@ -120,3 +120,39 @@ def test_masking_statistics_are_binomial(spec, seed, probability):
         assert abs(count - k * share) <= 5 * math.sqrt(k * share * (1 - share)) + 1, (count, k)
     # unchanged: 10%, plus the random replacements that drew the original token (1 in ~600)
     assert abs(kept - k * 0.1) <= 5 * math.sqrt(k * 0.09) + 0.01 * k + 1
+
+
+def test_a_shard_without_a_complete_block_is_refused():
+    with pytest.raises(ValueError, match="no complete block in the shard"):
+        EpochSampler(0, seed=0)
+    assert EpochSampler(1, seed=0).take(3).tolist() == [0, 0, 0]  # one block, three epochs
+
+
+@given(
+    documents=st.lists(st.lists(st.integers(0, 65535), max_size=30), max_size=8),
+    block_size=st.integers(1, 9),
+    vocab=st.sampled_from([65536, 70000]),
+    data=st.data(),
+)
+def test_blocks_are_consecutive_slices_with_next_token_targets(
+    tmp_path_factory, documents, block_size, vocab, data
+):
+    """Block i is tokens[i*B : i*B + B + 1]: inputs its first B, targets its last B."""
+    from glotta.tokenizer.shards import ShardWriter
+    from glotta.train.data import BlockDataset
+
+    path = tmp_path_factory.mktemp("blocks") / "train.bin"
+    with ShardWriter(path, vocab, eos_id=0) as writer:
+        writer.write_documents(documents)
+    tokens = [i for doc in documents for i in [*doc, 0]]
+    dataset = BlockDataset(path, block_size)
+    assert dataset.num_blocks == max(0, (len(tokens) - 1) // block_size)
+    if not dataset.num_blocks:
+        return
+    rows = data.draw(st.lists(st.integers(0, dataset.num_blocks - 1), min_size=1, max_size=5))
+    inputs, targets = dataset.batch(rows, step=7, first_row=3)
+    assert inputs.dtype == targets.dtype == torch.int64
+    assert inputs.shape == targets.shape == (len(rows), block_size)
+    for r, i in enumerate(rows):
+        assert inputs[r].tolist() == tokens[i * block_size : i * block_size + block_size]
+        assert targets[r].tolist() == tokens[i * block_size + 1 : i * block_size + block_size + 1]
