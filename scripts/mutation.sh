@@ -18,11 +18,11 @@ RUNNER="$WORK/venv"
 
 # module name -> "source file|pytest arguments (the module's fast tests)"
 declare -A MODULES=(
-  [losses]="src/glotta/distill/losses.py|tests/distill/test_distill.py tests/distill/test_encoder_references.py -k 'hand_computation or projection or weighted_sum or mse_sum'"
+  [losses]="src/glotta/distill/losses.py|tests/distill/test_distill.py tests/distill/test_encoder_references.py -k 'hand_computation or projection or weighted_sum or mse_sum or refused or term_means'"
   [perplexity]="src/glotta/evaluate/perplexity.py|tests/evaluate/test_perplexity.py -k 'not trained_model'"
   [masking]="src/glotta/masking.py|tests/train/test_data_properties.py tests/train/test_mlm.py -k 'masking or whole_words or japanese or masks_depend'"
   [shards]="src/glotta/tokenizer/shards.py|tests/tokenizer/test_shards.py tests/tokenizer/test_properties.py -k shard"
-  [data]="src/glotta/train/data.py|tests/train/test_data_properties.py tests/train/test_train.py -k 'resume_at_any_step or ranks_take or sampler or block'"
+  [data]="src/glotta/train/data.py|tests/train/test_data_properties.py tests/train/test_train.py -k 'resume_at_any_step or ranks_take or sampler or block or refused'"
   [near_dedup]="src/glotta/corpus/near_dedup.py|tests/corpus/test_near_dedup.py"
   [ner]="src/glotta/evaluate/ner.py|tests/evaluate/test_ner.py -k 'spans or scores_equal or scheme or align_labels or reader'"
 )

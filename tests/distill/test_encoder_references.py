@@ -77,3 +77,29 @@ def test_agreement_table_matches_a_plain_cosine_and_mse(tmp_path):
         assert row["mse"] == pytest.approx(mse, rel=1e-5)
     assert table["layers"][0]["cosine"] == pytest.approx(1.0)  # the same embeddings
     assert table["last_layer_cosine"] < 0.9  # layer 2 of 6 is not layer 6
+
+
+def test_cosine_term_without_both_hidden_states_is_refused():
+    from glotta.distill.losses import LossWeights, distillation_loss_sum
+
+    logits, targets, hidden = (
+        torch.zeros(1, 2, 5),
+        torch.zeros(1, 2, dtype=torch.long),
+        torch.ones(1, 2, 3),
+    )
+    message = "alpha_cos > 0 needs the student's and the teacher's hidden states"
+    for student, teacher in ((hidden, None), (None, hidden), (None, None)):
+        with pytest.raises(ValueError, match=message):
+            distillation_loss_sum(logits, logits, targets, LossWeights(), student, teacher)
+
+
+def test_term_means_are_per_position_since_the_last_report():
+    from glotta.distill.losses import TermMeans
+
+    means = TermMeans()
+    means.add({"hidden": torch.tensor(6.0), "attention": torch.tensor(3.0)}, positions=2)
+    means.add({"hidden": torch.tensor(4.0)}, positions=3)
+    assert means.pop() == {"loss_hidden": 2.0, "loss_attention": 0.6}
+    assert means.pop() == {}  # reset after a report
+    means.add({"kl": torch.tensor(1.5)}, positions=0)
+    assert means.pop() == {"loss_kl": 1.5}  # no positions: the sum, not a division by zero
