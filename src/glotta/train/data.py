@@ -36,7 +36,7 @@ class BlockDataset:
     def __init__(self, shard_path: Path, block_size: int):
         self.tokens = open_shard(shard_path)
         self.block_size = block_size
-        self.num_blocks = (len(self.tokens) - 1) // block_size
+        self.num_blocks = max(0, (len(self.tokens) - 1) // block_size)  # an empty shard: 0, not -1
 
     def batch(
         self, indices: list[int] | np.ndarray, *, step: int = 0, first_row: int = 0
