@@ -377,22 +377,22 @@ def prepare_packed_data(
     """corpus -> tokenizer -> pack on the demo recipe's real text, once; returns shards/meta.json.
 
     The stages run through glotta's own command line into ``run_dir``; a finished preparation
-    with the same vocabulary size (and ``corpus`` overrides) is reused. ``corpus`` defaults to
-    the whole demo text, or to its smoke subset when ``run_dir`` is the smoke data folder.
+    with the same vocabulary size (and ``corpus`` overrides, when given) is reused. Without
+    ``corpus``, a new preparation uses the whole demo text, or its smoke subset when ``run_dir``
+    is the smoke data folder.
     """
+    marker = run_dir / "bench-prep.json"
+    meta_path = run_dir / "shards" / "meta.json"
+    if marker.is_file() and (run_dir / "shards" / "COMPLETE.json").is_file():
+        done = json.loads(marker.read_text())
+        same_corpus = corpus is None or done.get("corpus", []) == list(corpus)
+        if done.get("vocab_size") == vocab_size and same_corpus:
+            return json.loads(meta_path.read_text())
     if corpus is None:
         corpus = SMOKE_CORPUS if Path(run_dir).resolve() == SMOKE_DATA_DIR.resolve() else ()
-    marker = run_dir / "bench-prep.json"
     wanted: dict[str, Any] = {"recipe": DATA_RECIPE, "vocab_size": vocab_size}
     if corpus:
         wanted["corpus"] = list(corpus)
-    meta_path = run_dir / "shards" / "meta.json"
-    if (
-        marker.is_file()
-        and json.loads(marker.read_text()) == wanted
-        and (run_dir / "shards" / "COMPLETE.json").is_file()
-    ):
-        return json.loads(meta_path.read_text())
     log(f"preparing data in {run_dir}: glotta corpus/tokenizer/pack, vocab_size={vocab_size}")
     marker.unlink(missing_ok=True)
     run_glotta(

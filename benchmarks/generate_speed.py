@@ -106,9 +106,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
 
     from glotta.config import GenerateConfig
     from glotta.generate import generate_ids
-    from glotta.models import load_tokenizer
-
-    from glotta.models import eos_id_of
+    from glotta.models import eos_id_of, load_tokenizer
 
     if s.model_dir:
         # A trained model comes with its own tokenizer (the exported folder holds both).
