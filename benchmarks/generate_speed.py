@@ -75,6 +75,7 @@ class Settings:
     block_size: int = 256
     vocab_size: int = 32000
     model_dir: str = ""
+    device: str = "cpu"
     data_dir: str = str(CACHE_DIR / "train-data")
     results_dir: str = ""
 
@@ -87,7 +88,7 @@ def load_model(s: Settings, vocab_size: int, eos_id: int):
     from glotta.models import gpt2_config, load_causal_lm
 
     if s.model_dir:
-        return load_causal_lm(s.model_dir, "cpu"), f"trained: {s.model_dir}"
+        return load_causal_lm(s.model_dir, s.device), f"trained: {s.model_dir}"
     torch.manual_seed(s.seed)
     cfg = ModelConfig(
         preset="custom",
@@ -97,7 +98,7 @@ def load_model(s: Settings, vocab_size: int, eos_id: int):
         n_positions=s.block_size,
     )
     model = GPT2LMHeadModel(gpt2_config(cfg, vocab_size, s.block_size, eos_id)).eval()
-    return model, "random init"
+    return model.to(s.device), "random init"
 
 
 def run_generate_speed(s: Settings) -> dict[str, Any]:
@@ -158,7 +159,11 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         hf_kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
     else:
         hf_kwargs.update(do_sample=True, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
-    input_ids = torch.tensor([prompt_ids])
+    input_ids = torch.tensor([prompt_ids], device=s.device)
+
+    def sync() -> None:  # GPU kernels run asynchronously: wait before reading the clock
+        if s.device == "cuda":
+            torch.cuda.synchronize()
 
     def run_glotta(new_tokens: int) -> tuple[float, list[int]]:
         start = time.perf_counter()
@@ -167,6 +172,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
                 model, prompt_ids, dataclasses.replace(cfg, max_new_tokens=new_tokens), None
             )
         )
+        sync()
         return time.perf_counter() - start, ids
 
     def run_hf(new_tokens: int) -> tuple[float, list[int]]:
@@ -177,6 +183,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
             attention_mask=torch.ones_like(input_ids),
             **{**hf_kwargs, "max_new_tokens": new_tokens},
         )
+        sync()
         return time.perf_counter() - start, out[0, len(prompt_ids) :].tolist()
 
     log("warm-up")
@@ -367,6 +374,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default="",
         help="A trained HF model folder (e.g. runs/demo/export) instead of random weights; its "
         "own tokenizer.json encodes the prompt, and --max-new-tokens is clamped to its context.",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=d.device,
+        help="Where the model runs (default: cpu).",
     )
     p.add_argument(
         "--data-dir",

@@ -169,3 +169,43 @@ def test_training_with_the_fused_loss_follows_the_plain_loop(tiny_run, tmp_path)
     for a, b in zip(logged[True], logged[False], strict=True):
         for key in ("loss", "grad_norm"):
             assert abs(a[key] - b[key]) <= 1e-5 * abs(b[key]), (key, a, b)
+
+
+@pytest.mark.parametrize("alpha_cos", [0.0, 1.0])
+def test_fused_distillation_matches_the_plain_distillation_loss(alpha_cos):
+    """Student and teacher GPT-2s (the teacher's vocabulary padded): every term and gradient."""
+    from glotta.distill.losses import (
+        LossWeights,
+        distillation_loss_sum,
+        fused_distillation_loss_sum,
+    )
+
+    torch.manual_seed(0)
+    student = _gpt2()
+    teacher = GPT2LMHeadModel(
+        GPT2Config(
+            n_layer=3, n_embd=WIDTH, n_head=2, vocab_size=VOCAB + 5, n_positions=32,
+            bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        )
+    ).eval()  # fmt: skip
+    weights = LossWeights(alpha_ce=5.0, alpha_clm=0.5, alpha_cos=alpha_cos, temperature=2.0)
+    x = torch.randint(0, VOCAB, (2, 16))
+    y = torch.roll(x, -1, 1)
+    out = student(input_ids=x, output_hidden_states=True)
+    with torch.no_grad():
+        taught = teacher(input_ids=x, output_hidden_states=True)
+    plain, plain_parts = distillation_loss_sum(
+        out.logits, taught.logits[..., :VOCAB], y, weights,
+        out.hidden_states[-1], taught.hidden_states[-1],
+    )  # fmt: skip
+    plain.backward()
+    want = {n: p.grad.clone() for n, p in student.named_parameters()}
+    student.zero_grad()
+    fused, parts = fused_distillation_loss_sum(student, teacher, x, y, weights, VOCAB)
+    close(fused, plain.detach())
+    assert set(parts) == set(plain_parts)
+    for name in parts:
+        close(parts[name], plain_parts[name])
+    fused.backward()
+    for name, p in student.named_parameters():
+        close(p.grad, want[name])

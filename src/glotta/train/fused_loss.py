@@ -244,7 +244,8 @@ def supports_fused_head(model: torch.nn.Module) -> bool:
 def hidden_and_head(model: torch.nn.Module, inputs: torch.Tensor, **kwargs):
     """One forward through ``model`` (wrappers included) that computes no logits.
 
-    Returns the final hidden states (after the last norm) and the LM head (``nn.Linear``).
+    Returns the final hidden states (after the last norm), the LM head (``nn.Linear``) and the
+    model's output (e.g. its ``hidden_states`` when ``output_hidden_states=True`` is passed).
     ``logits_to_keep`` with no positions makes the head run on zero rows, so DDP and
     ``torch.compile`` see an ordinary call of the whole model.
     """
@@ -255,16 +256,16 @@ def hidden_and_head(model: torch.nn.Module, inputs: torch.Tensor, **kwargs):
         core.base_model.register_forward_hook(hook)
         _HOOKS[core] = hook
     no_positions = torch.zeros(0, dtype=torch.long, device=inputs.device)
-    model(input_ids=inputs, logits_to_keep=no_positions, **kwargs)
+    out = model(input_ids=inputs, logits_to_keep=no_positions, **kwargs)
     hidden, hook.value = hook.value, None
     if hidden is None:
         raise RuntimeError("the model's base did not run: no hidden states for the fused loss")
-    return hidden, core.get_output_embeddings()
+    return hidden, core.get_output_embeddings(), out
 
 
 def fused_token_loss_sum(
     model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
     """Summed next-token cross-entropy of a causal LM, the head and loss fused and chunked."""
-    hidden, head = hidden_and_head(model, inputs)
+    hidden, head, _ = hidden_and_head(model, inputs)
     return linear_cross_entropy_sum(hidden, head.weight, targets, head.bias)
