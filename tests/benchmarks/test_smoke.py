@@ -131,6 +131,19 @@ def test_ner_hironsan_smoke(tmp_path):
     assert (Path(line["out"]) / "tokenizer.json").is_file()
 
 
+def test_gpu_check_smoke_on_the_cpu(smoke_data, tmp_path):
+    """The GPU check's Python part, every step on the CPU with a tiny model (no GPU here)."""
+    line = bench("gpu_check", "--data-dir", str(smoke_data), "--results-dir", str(tmp_path),
+                 results=tmp_path)  # fmt: skip
+    assert line["device"] == "cpu"
+    train = line["train"]
+    assert train["glotta_tokens_per_second"] > 0 and train["hf_best_tokens_per_second"] > 0
+    assert train["ratio"] > 0 and train["failed_runs"] == []
+    assert {"mfu", "vs_trainer_best"} <= set(line["goals"])
+    assert line["generate"]["ratio"] > 0
+    assert results_file(tmp_path, "gpu_check-")["train_record"]["model"]["vocab_size"] == 600
+
+
 @pytest.mark.slow
 def test_encoder_distillation_smoke(tmp_path):
     line = bench("encoder_distillation", "ner", "--out", str(tmp_path / "runs"),

@@ -95,7 +95,9 @@ class _FusedHeadLoss(torch.autograd.Function):
                 stop = min(n, start + chunk_size)
                 h = h_all[start:stop].to(compute)
                 logits = torch.nn.functional.linear(h, w, b).float()
-                grad = torch.zeros_like(logits)
+                # Cross-entropy alone: the logits become their own gradient, in place (one
+                # chunk-sized buffer); with the KL term they are still needed, so a copy.
+                grad = None if alpha_ce else logits
                 if alpha_clm:
                     tgt = t_all[start:stop]
                     valid = tgt != ignore_index
@@ -104,9 +106,10 @@ class _FusedHeadLoss(torch.autograd.Function):
                     picked = logits.gather(1, safe)
                     ce_sum += ((lse - picked).squeeze(1) * valid).sum()
                     # d CE / d logits = softmax - one-hot, zero on ignored rows
-                    probs = (logits - lse).exp_()
+                    probs = logits.sub_(lse).exp_() if grad is logits else (logits - lse).exp_()
                     probs.scatter_add_(1, safe, torch.full_like(picked, -1.0))
-                    grad.addcmul_(probs, valid.unsqueeze(1).to(probs.dtype), value=alpha_clm)
+                    probs.mul_((valid.to(probs.dtype) * alpha_clm).unsqueeze(1))
+                    grad = probs
                     del probs
                 if alpha_ce:
                     log_s = torch.log_softmax(logits / t, dim=1)
@@ -114,14 +117,20 @@ class _FusedHeadLoss(torch.autograd.Function):
                     p_t = log_t.exp()
                     kl_sum += (p_t * (log_t - log_s)).sum() * (t * t)
                     # d (T^2 KL) / d logits = T (softmax(z / T) - p_teacher)
-                    grad.add_(log_s.exp_().sub_(p_t), alpha=alpha_ce * t)
-                    del log_s, log_t, p_t
+                    kl_grad = log_s.exp_().sub_(p_t).mul_(alpha_ce * t)
+                    grad = kl_grad if grad is None else grad.add_(kl_grad)
+                    del log_s, log_t, p_t, kl_grad
                 del logits
+                if grad is None:  # neither term weighted: a zero gradient
+                    grad = torch.zeros(stop - start, w.size(0), device=h.device)
                 g = grad.to(compute)
                 if grad_h is not None:
                     grad_h[start:stop] = (g @ w).to(grad_h.dtype)
                 if grad_w is not None:
-                    grad_w += (g.t() @ h).float()
+                    if g.dtype == grad_w.dtype:
+                        grad_w.addmm_(g.t(), h)  # no (vocab x width) temporary per chunk
+                    else:
+                        grad_w += (g.t() @ h).float()
                 if grad_b is not None:
                     grad_b += grad.sum(0)
         total = alpha_clm * ce_sum + alpha_ce * kl_sum
@@ -136,10 +145,9 @@ class _FusedHeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total, _grad_ce, _grad_kl):
         grad_h, grad_w, grad_b = ctx.saved_tensors
-        scale = grad_total
 
-        def scaled(g):
-            return None if g is None else g * scale.to(g.dtype)
+        def scaled(g):  # in place: the stored gradients are used once (no device sync)
+            return None if g is None else g.mul_(grad_total.to(g.dtype))
 
         return scaled(grad_h), scaled(grad_w), scaled(grad_b), None, None, None
 
