@@ -32,6 +32,15 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 CACHE_DIR = REPO_ROOT / "runs" / "bench"
 # The demo recipe reads the Russian contexts shipped by the rl-wsd-labeled package (~3 MB).
 DATA_RECIPE = "demo"
+# Smoke modes (--smoke): a tenth of that text (the tests' tiny run), a 512-token BPE; seconds.
+SMOKE_DATA_DIR = CACHE_DIR / "smoke-data"
+SMOKE_RESULTS_DIR = CACHE_DIR / "smoke-results"
+SMOKE_VOCAB = 512
+SMOKE_CORPUS = (
+    'corpus.inputs=["pkg://rl_wsd_labeled/verbs/RuTenTen/*.txt"]',
+    "corpus.valid_fraction=0.1",
+    "corpus.test_fraction=0.1",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,21 +371,28 @@ def log(message: str) -> None:
 # Benchmark data: the demo corpus with a tokenizer of the benchmark's vocabulary, packed
 
 
-def prepare_packed_data(run_dir: Path, vocab_size: int) -> dict[str, Any]:
+def prepare_packed_data(
+    run_dir: Path, vocab_size: int, corpus: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """corpus -> tokenizer -> pack on the demo recipe's real text, once; returns shards/meta.json.
 
     The stages run through glotta's own command line into ``run_dir``; a finished preparation
-    with the same vocabulary size is reused.
+    with the same vocabulary size (and ``corpus`` overrides, when given) is reused. Without
+    ``corpus``, a new preparation uses the whole demo text, or its smoke subset when ``run_dir``
+    is the smoke data folder.
     """
     marker = run_dir / "bench-prep.json"
-    wanted = {"recipe": DATA_RECIPE, "vocab_size": vocab_size}
     meta_path = run_dir / "shards" / "meta.json"
-    if (
-        marker.is_file()
-        and json.loads(marker.read_text()) == wanted
-        and (run_dir / "shards" / "COMPLETE.json").is_file()
-    ):
-        return json.loads(meta_path.read_text())
+    if marker.is_file() and (run_dir / "shards" / "COMPLETE.json").is_file():
+        done = json.loads(marker.read_text())
+        same_corpus = corpus is None or done.get("corpus", []) == list(corpus)
+        if done.get("vocab_size") == vocab_size and same_corpus:
+            return json.loads(meta_path.read_text())
+    if corpus is None:
+        corpus = SMOKE_CORPUS if Path(run_dir).resolve() == SMOKE_DATA_DIR.resolve() else ()
+    wanted: dict[str, Any] = {"recipe": DATA_RECIPE, "vocab_size": vocab_size}
+    if corpus:
+        wanted["corpus"] = list(corpus)
     log(f"preparing data in {run_dir}: glotta corpus/tokenizer/pack, vocab_size={vocab_size}")
     marker.unlink(missing_ok=True)
     run_glotta(
@@ -386,6 +402,7 @@ def prepare_packed_data(run_dir: Path, vocab_size: int) -> dict[str, Any]:
         str(run_dir),
         "--set",
         f"tokenizer.vocab_size={vocab_size}",
+        *(arg for override in corpus for arg in ("--set", override)),
     )
     run_glotta("tokenizer", "--run-dir", str(run_dir))
     run_glotta("pack", "--run-dir", str(run_dir))
@@ -433,6 +450,28 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> 
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines)
+
+
+def parse_with_smoke(
+    parser: argparse.ArgumentParser, argv: list[str] | None, smoke: dict[str, Any]
+) -> argparse.Namespace:
+    """Parse with a ``--smoke`` flag whose settings replace the defaults (explicit flags win).
+
+    Smoke settings exist so that a test in the default suite runs every benchmark end to end in
+    seconds (tiny model, few steps): a benchmark that no longer runs fails a test.
+    """
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="Seconds-long run of every code path (tiny model and data, few steps) that checks "
+        "the benchmark works; its figures mean nothing. Results go to "
+        f"{SMOKE_RESULTS_DIR.relative_to(REPO_ROOT)} unless --results-dir is given; other flags "
+        "given explicitly still apply.",
+    )
+    first, _ = parser.parse_known_args(argv)
+    if first.smoke:
+        parser.set_defaults(**smoke)
+    return parser.parse_args(argv)
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

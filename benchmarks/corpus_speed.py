@@ -36,6 +36,7 @@ from typing import Any
 
 from benchmarks.common import (
     CACHE_DIR,
+    SMOKE_RESULTS_DIR,
     CpuWatch,
     contention_note,
     emit_json_line,
@@ -44,6 +45,7 @@ from benchmarks.common import (
     hardware_slug,
     log,
     measure_command,
+    parse_with_smoke,
     ratio,
     results_path,
     write_results,
@@ -156,10 +158,31 @@ def main() -> None:
         *inputs, out_dir = sys.argv[2:]
         baseline_main(inputs, out_dir)
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=float, default=1024, help="Input size in MB (10**6 B).")
-    parser.add_argument("--work-dir", type=Path, default=CACHE_DIR / "corpus-speed")
-    args = parser.parse_args()
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.corpus_speed", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--size-mb", type=float, default=1024, help="Input size in MB (10**6 B) (default: 1024)."
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=CACHE_DIR / "corpus-speed",
+        help="Where the inputs and outputs are written (default: runs/bench/corpus-speed).",
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="Where the results file goes (default: benchmarks/results).",
+    )
+    # --smoke: 0.4 MB of input (the filter runs get 0.05 MB); seconds per run.
+    smoke = {
+        "size_mb": 0.4,
+        "work_dir": CACHE_DIR / "smoke-corpus-speed",
+        "results_dir": SMOKE_RESULTS_DIR,
+    }
+    args = parse_with_smoke(parser, sys.argv[1:], smoke)
 
     work = args.work_dir
     full = write_input(work / f"input-{args.size_mb:g}", args.size_mb)
@@ -215,9 +238,11 @@ def main() -> None:
         **figures,
         "hardware": hardware,
     }
-    write_results(
-        results_path("corpus-speed", f"{args.size_mb:g}mb", hardware_slug(hardware)), record
+    path = results_path(
+        "corpus-speed", f"{args.size_mb:g}mb", hardware_slug(hardware), args.results_dir
     )
+    write_results(path, record)
+    print(f"results: {path}")
     emit_json_line(record)
 
 

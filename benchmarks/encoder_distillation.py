@@ -277,16 +277,39 @@ def prove_ner_minilm(out: Path, steps: int, quick: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from benchmarks.common import SMOKE_RESULTS_DIR, parse_with_smoke
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.encoder_distillation", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "proof", choices=["minilm", "ner", "ner-minilm"], help="Which proof to run."
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/encoder-distillation"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/encoder-distillation"),
+        help="Folder of the run directories (default: runs/encoder-distillation).",
+    )
     parser.add_argument("--steps", type=int, default=0, help="Optimizer steps (0 = the default).")
     parser.add_argument(
-        "--quick", action="store_true", help="ner: one NER seed of one epoch (a smoke run)."
+        "--quick",
+        action="store_true",
+        help="ner, ner-minilm: one NER seed of one epoch; prints the JSON, writes no results file.",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="Where the results file goes (default: benchmarks/results).",
+    )
+    smoke = {
+        "quick": True,
+        "steps": 4,
+        "out": Path("runs/bench/smoke-encoder-distillation"),
+        "results_dir": SMOKE_RESULTS_DIR,
+    }
+    args = parse_with_smoke(parser, argv, smoke)
     if args.proof == "minilm":
         result = prove_minilm(args.out, args.steps or 300)
     elif args.proof == "ner":
@@ -295,11 +318,12 @@ def main(argv: list[str] | None = None) -> None:
         result = prove_ner_minilm(args.out, args.steps or 300, args.quick)
     result["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
     result["date"] = time.strftime("%Y-%m-%d")
-    if args.quick:
+    if args.quick and not args.results_dir:
         print(json.dumps(result))
         return
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"encoder-distillation-{args.proof}-{result['date']}.json"
+    results = args.results_dir or RESULTS
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"encoder-distillation-{args.proof}-{result['date']}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
 

@@ -25,6 +25,9 @@ from typing import Any
 
 from benchmarks.common import (
     CACHE_DIR,
+    SMOKE_DATA_DIR,
+    SMOKE_RESULTS_DIR,
+    SMOKE_VOCAB,
     CpuWatch,
     contention_note,
     emit_json_line,
@@ -32,6 +35,7 @@ from benchmarks.common import (
     hardware_info,
     hardware_slug,
     log,
+    parse_with_smoke,
     prepare_packed_data,
     ratio,
     results_path,
@@ -40,6 +44,18 @@ from benchmarks.common import (
 )
 
 GOAL_SPEEDUP = 3.0
+# --smoke: a 2-layer random GPT-2 on the smoke tokenizer, 8 new tokens, one repeat; seconds.
+SMOKE = {
+    "max_new_tokens": 8,
+    "repeats": 1,
+    "n_layer": 2,
+    "n_embd": 64,
+    "n_head": 2,
+    "block_size": 64,
+    "vocab_size": SMOKE_VOCAB,
+    "data_dir": str(SMOKE_DATA_DIR),
+    "results_dir": str(SMOKE_RESULTS_DIR),
+}
 
 
 @dataclass
@@ -59,6 +75,7 @@ class Settings:
     block_size: int = 256
     vocab_size: int = 32000
     model_dir: str = ""
+    device: str = "cpu"
     data_dir: str = str(CACHE_DIR / "train-data")
     results_dir: str = ""
 
@@ -71,7 +88,7 @@ def load_model(s: Settings, vocab_size: int, eos_id: int):
     from glotta.models import gpt2_config, load_causal_lm
 
     if s.model_dir:
-        return load_causal_lm(s.model_dir, "cpu"), f"trained: {s.model_dir}"
+        return load_causal_lm(s.model_dir, s.device), f"trained: {s.model_dir}"
     torch.manual_seed(s.seed)
     cfg = ModelConfig(
         preset="custom",
@@ -81,7 +98,7 @@ def load_model(s: Settings, vocab_size: int, eos_id: int):
         n_positions=s.block_size,
     )
     model = GPT2LMHeadModel(gpt2_config(cfg, vocab_size, s.block_size, eos_id)).eval()
-    return model, "random init"
+    return model.to(s.device), "random init"
 
 
 def run_generate_speed(s: Settings) -> dict[str, Any]:
@@ -90,15 +107,38 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
 
     from glotta.config import GenerateConfig
     from glotta.generate import generate_ids
-    from glotta.models import load_tokenizer
+    from glotta.models import eos_id_of, load_tokenizer
 
-    meta = prepare_packed_data(Path(s.data_dir), s.vocab_size)
-    tokenizer = load_tokenizer(Path(s.data_dir) / "tokenizer")
-    eos_id = meta["eos_id"]
-    model, weights = load_model(s, meta["vocab_size"], eos_id)
+    if s.model_dir:
+        # A trained model comes with its own tokenizer (the exported folder holds both).
+        tokenizer = load_tokenizer(s.model_dir)
+        model, weights = load_model(s, 0, 0)
+        eos_id = eos_id_of(tokenizer, model)
+    else:
+        meta = prepare_packed_data(Path(s.data_dir), s.vocab_size)
+        tokenizer = load_tokenizer(Path(s.data_dir) / "tokenizer")
+        eos_id = meta["eos_id"]
+        model, weights = load_model(s, meta["vocab_size"], eos_id)
     # Neither side stops at end-of-text: both produce exactly max_new_tokens tokens.
     model.generation_config.eos_token_id = None
     prompt_ids = [eos_id, *tokenizer.encode(s.prompt, add_special_tokens=False).ids]
+    context = model.config.max_position_embeddings
+    if len(prompt_ids) >= context:
+        raise SystemExit(
+            f"the prompt is {len(prompt_ids)} tokens but the model has {context} positions; "
+            "give a shorter --prompt"
+        )
+    notes = []
+    if len(prompt_ids) + s.max_new_tokens > context:
+        # Learned positions end at the context length: both sides would fail (HF) or stop
+        # early (glotta) past it, so the run asks for what fits.
+        fits = context - len(prompt_ids)
+        notes.append(
+            f"--max-new-tokens {s.max_new_tokens} clamped to {fits}: the prompt's "
+            f"{len(prompt_ids)} tokens plus the new ones must fit the model's {context} positions"
+        )
+        log(notes[-1])
+        s = dataclasses.replace(s, max_new_tokens=fits)
     temperature = 0.0 if s.greedy else s.temperature
     cfg = GenerateConfig(
         prompt=s.prompt,
@@ -119,7 +159,11 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         hf_kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
     else:
         hf_kwargs.update(do_sample=True, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
-    input_ids = torch.tensor([prompt_ids])
+    input_ids = torch.tensor([prompt_ids], device=s.device)
+
+    def sync() -> None:  # GPU kernels run asynchronously: wait before reading the clock
+        if s.device == "cuda":
+            torch.cuda.synchronize()
 
     def run_glotta(new_tokens: int) -> tuple[float, list[int]]:
         start = time.perf_counter()
@@ -128,6 +172,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
                 model, prompt_ids, dataclasses.replace(cfg, max_new_tokens=new_tokens), None
             )
         )
+        sync()
         return time.perf_counter() - start, ids
 
     def run_hf(new_tokens: int) -> tuple[float, list[int]]:
@@ -138,6 +183,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
             attention_mask=torch.ones_like(input_ids),
             **{**hf_kwargs, "max_new_tokens": new_tokens},
         )
+        sync()
         return time.perf_counter() - start, out[0, len(prompt_ids) :].tolist()
 
     log("warm-up")
@@ -171,7 +217,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         }
 
     glotta, hf = summary(timings["glotta"]), summary(timings["hf"])
-    notes = [
+    notes += [
         note
         for label, side in (("glotta", glotta), ("HF", hf))
         if (note := contention_note(label, {"other_cpu_share": side["other_cpu_share_max"]}))
@@ -183,11 +229,11 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         "date": today(),
         "hardware": hardware,
         "model": {
-            "arch": "gpt2",
-            "n_layer": model.config.n_layer,
-            "n_embd": model.config.n_embd,
-            "n_head": model.config.n_head,
-            "n_positions": model.config.n_positions,
+            "arch": model.config.model_type,
+            "n_layer": model.config.num_hidden_layers,
+            "n_embd": model.config.hidden_size,
+            "n_head": model.config.num_attention_heads,
+            "n_positions": context,
             "vocab_size": model.config.vocab_size,
             "weights": weights,
         },
@@ -207,7 +253,8 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
     }
     mode = "greedy" if s.greedy else (f"sampling T={s.temperature} top_k={s.top_k} top_p={s.top_p}")
     print(
-        f"GPT-2 {model.config.n_layer}x{model.config.n_embd} ({weights}), vocab "
+        f"{model.config.model_type} {model.config.num_hidden_layers}x"
+        f"{model.config.hidden_size} ({weights}), vocab "
         f"{model.config.vocab_size:,}; batch 1, {len(prompt_ids)} prompt + {s.max_new_tokens} new "
         f"tokens, {mode}, repetition penalty {s.repetition_penalty}; median of {s.repeats}"
     )
@@ -231,7 +278,10 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
     )
     for note in notes:
         print(f"note: {note}")
-    model_slug = f"gpt2-{model.config.n_layer}l{model.config.n_embd}-v{model.config.vocab_size}"
+    model_slug = (
+        f"{model.config.model_type}-{model.config.num_hidden_layers}l"
+        f"{model.config.hidden_size}-v{model.config.vocab_size}"
+    )
     path = results_path(
         "generate_speed",
         model_slug,
@@ -322,19 +372,26 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument(
         "--model-dir",
         default="",
-        help="A trained HF model folder instead of random weights (its vocabulary must match the tokenizer).",
+        help="A trained HF model folder (e.g. runs/demo/export) instead of random weights; its "
+        "own tokenizer.json encodes the prompt, and --max-new-tokens is clamped to its context.",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=d.device,
+        help="Where the model runs (default: cpu).",
     )
     p.add_argument(
         "--data-dir",
         default=d.data_dir,
-        help=f"Prepared run directory with the tokenizer (default: {d.data_dir}).",
+        help=f"Prepared run directory with the tokenizer, for the random model (default: {d.data_dir}).",
     )
     p.add_argument(
         "--results-dir",
         default="",
         help="Where the results file goes (default: benchmarks/results).",
     )
-    a = p.parse_args(argv)
+    a = parse_with_smoke(p, argv, SMOKE)
     return Settings(**{f.name: getattr(a, f.name) for f in dataclasses.fields(Settings)})
 
 

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import argparse
 import random
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    SMOKE_RESULTS_DIR,
     emit_json_line,
     format_table,
     hardware_info,
     hardware_slug,
+    parse_with_smoke,
     results_path,
     write_results,
 )
@@ -117,13 +120,37 @@ def measure(
     return {"threshold": threshold, "rounds": rounds, "languages": per_language}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--languages", nargs="+", default=["sv", "ja"])
-    parser.add_argument("--threshold", type=float, default=0.8)
-    parser.add_argument("--max-edits", type=int, default=12, help="Edits per planted copy, 0..N.")
-    parser.add_argument("--rounds", type=int, default=5, help="Plantings (seeds 0..N-1).")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.near_dedup_quality", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--languages",
+        nargs="+",
+        default=["sv", "ja"],
+        help="Languages to plant near-duplicates in: sv, ja (default: sv ja).",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.8,
+        help="Jaccard similarity at which a copy counts as a near-duplicate (default: 0.8).",
+    )
+    parser.add_argument(
+        "--max-edits", type=int, default=12, help="Edits per planted copy, 0..N (default: 12)."
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="Plantings (seeds 0..N-1) (default: 5)."
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="Where the results file goes (default: benchmarks/results).",
+    )
+    args = parse_with_smoke(
+        parser, argv, {"rounds": 1, "max_edits": 4, "results_dir": SMOKE_RESULTS_DIR}
+    )
     result = measure(args.languages, args.threshold, args.max_edits, args.rounds)
     rows = [{"language": k, **v} for k, v in result["languages"].items()]
     columns = [
@@ -140,8 +167,11 @@ def main() -> None:
     print(format_table(rows, columns))
     hardware = hardware_info()
     record = {"bench": "near_dedup_quality", **result, "hardware": hardware}
-    path = results_path("near-dedup", "-".join(args.languages), hardware_slug(hardware))
+    path = results_path(
+        "near-dedup", "-".join(args.languages), hardware_slug(hardware), args.results_dir
+    )
     write_results(path, record)
+    print(f"results: {path}")
     emit_json_line(record)
 
 

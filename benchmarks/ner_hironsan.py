@@ -69,18 +69,39 @@ def build_tiny_bert(
 
 
 def main(argv: list[str] | None = None) -> None:
+    from benchmarks.common import CACHE_DIR, emit_json_line, parse_with_smoke
     from glotta.evaluate.ner_data import read_conll
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/ner-tiny-bert"))
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--vocab-size", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.ner_hironsan", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/ner-tiny-bert"),
+        help="Folder of the model and tokenizer (default: runs/ner-tiny-bert).",
+    )
+    parser.add_argument("--layers", type=int, default=4, help="BERT layers (default: 4).")
+    parser.add_argument("--hidden", type=int, default=128, help="Hidden width (default: 128).")
+    parser.add_argument(
+        "--vocab-size", type=int, default=2000, help="WordPiece vocabulary (default: 2000)."
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Initialisation seed (default: 0).")
+    smoke = {"out": CACHE_DIR / "smoke-ner-tiny-bert", "layers": 1, "hidden": 32, "vocab_size": 300}
+    args = parse_with_smoke(parser, argv, smoke)
     train = read_conll(HIRONSAN)[:TRAIN_SENTENCES]
     build_tiny_bert(args.out, train, args.layers, args.hidden, args.vocab_size, args.seed)
     print(args.out)
+    emit_json_line(
+        {
+            "bench": "ner_hironsan",
+            "out": str(args.out),
+            "layers": args.layers,
+            "hidden": args.hidden,
+            "vocab_size": args.vocab_size,
+            "train_sentences": len(train),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ from typing import Any
 
 from benchmarks.common import (
     CACHE_DIR,
+    SMOKE_DATA_DIR,
+    SMOKE_RESULTS_DIR,
+    SMOKE_VOCAB,
     CpuWatch,
     contention_note,
     emit_json_line,
@@ -41,6 +44,7 @@ from benchmarks.common import (
     hardware_slug,
     log,
     measure_command,
+    parse_with_smoke,
     prepare_packed_data,
     ratio,
     results_path,
@@ -53,6 +57,16 @@ from benchmarks.common import (
 SPLITS = ("train", "valid", "test")
 GOAL_SPEEDUP = 2.0
 GOAL_RSS_MIB = 1024
+# --smoke: 1 MiB of the smoke text, a 512-token BPE, one HF process; seconds.
+SMOKE = {
+    "size_mb": 1.0,
+    "vocab_size": SMOKE_VOCAB,
+    "num_proc": 1,
+    "tokenizer_texts": 2000,
+    "work_dir": str(CACHE_DIR / "smoke-pack"),
+    "results_dir": str(SMOKE_RESULTS_DIR),
+    "base_dir": str(SMOKE_DATA_DIR),
+}
 
 
 @dataclass
@@ -453,7 +467,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     p.add_argument("--corpus-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--tokenizer-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--hf-out", type=Path, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    a = parse_with_smoke(p, argv, SMOKE)
     s = Settings(
         size_mb=a.size_mb,
         vocab_size=a.vocab_size,

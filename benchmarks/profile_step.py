@@ -21,9 +21,36 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CACHE_DIR, emit_json_line, hardware_info, log, prepare_packed_data
+from benchmarks.common import (
+    CACHE_DIR,
+    SMOKE_DATA_DIR,
+    SMOKE_RESULTS_DIR,
+    SMOKE_VOCAB,
+    emit_json_line,
+    hardware_info,
+    hardware_slug,
+    log,
+    parse_with_smoke,
+    prepare_packed_data,
+    results_path,
+    write_results,
+)
 
 PHASES = ("batch", "forward_loss", "backward", "clip", "optimizer", "zero_grad")
+# --smoke: a 2-layer GPT-2 on the smoke data, one step of each kind; seconds.
+SMOKE = {
+    "steps": 1,
+    "warmup": 1,
+    "micro_batch": 2,
+    "block_size": 32,
+    "n_layer": 2,
+    "n_embd": 64,
+    "n_head": 2,
+    "vocab_size": SMOKE_VOCAB,
+    "top": 5,
+    "data_dir": str(SMOKE_DATA_DIR),
+    "results_dir": str(SMOKE_RESULTS_DIR),
+}
 
 
 @dataclass
@@ -38,9 +65,11 @@ class Settings:
     vocab_size: int = 32000
     precision: str = "fp32"
     compile: bool = False
+    fused_loss: bool = True
     profile: bool = True
     top: int = 20
     data_dir: str = str(CACHE_DIR / "train-data")
+    results_dir: str = ""
 
 
 def run_profile(s: Settings) -> dict[str, Any]:
@@ -89,7 +118,7 @@ def run_profile(s: Settings) -> dict[str, Any]:
         inputs, targets = data.batch(sampler.take(s.micro_batch))
         t1 = time.perf_counter()
         with autocast():
-            loss = token_loss_sum(forward_model, inputs, targets)
+            loss = token_loss_sum(forward_model, inputs, targets, s.fused_loss)
         loss_value = loss.item()  # the loop calls .item() after backward; eager CPU: no overlap
         t2 = time.perf_counter()
         (loss / tokens_per_step).backward()
@@ -122,7 +151,8 @@ def run_profile(s: Settings) -> dict[str, Any]:
 
     print(
         f"glotta step, GPT-2 {s.n_layer}x{s.n_embd}, vocab {meta['vocab_size']}, micro batch "
-        f"{s.micro_batch} x {s.block_size}, {s.precision}{', compiled' if s.compile else ''}; "
+        f"{s.micro_batch} x {s.block_size}, {s.precision}{', compiled' if s.compile else ''}"
+        f"{', fused loss' if s.fused_loss else ''}; "
         f"median of {s.steps} steps: {total:.3f} s/step = {tokens_per_step / total:,.0f} tokens/s"
     )
     for p in PHASES:
@@ -161,6 +191,14 @@ def run_profile(s: Settings) -> dict[str, Any]:
         "top_ops": top_ops,
         "losses": [round(t["loss"] / tokens_per_step, 4) for t in timed],  # mean per token
     }
+    path = results_path(
+        "profile_step",
+        f"gpt2-{s.n_layer}l{s.n_embd}-v{meta['vocab_size']}-b{s.block_size}",
+        hardware_slug(record["hardware"]),
+        Path(s.results_dir) if s.results_dir else None,
+    )
+    write_results(path, record)
+    print(f"results: {path}")
     emit_json_line(record)
     return record
 
@@ -213,6 +251,12 @@ def main(argv: list[str] | None = None) -> None:
         help="torch.compile the model (default: off).",
     )
     p.add_argument(
+        "--fused-loss",
+        action=argparse.BooleanOptionalAction,
+        default=d.fused_loss,
+        help="The fused, chunked LM head + loss, as train.fused_loss (default: on).",
+    )
+    p.add_argument(
         "--profile",
         action=argparse.BooleanOptionalAction,
         default=d.profile,
@@ -222,7 +266,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--data-dir", default=d.data_dir, help=f"Prepared run directory (default: {d.data_dir})."
     )
-    a = p.parse_args(argv)
+    p.add_argument(
+        "--results-dir",
+        default="",
+        help="Where the results file goes (default: benchmarks/results).",
+    )
+    a = parse_with_smoke(p, argv, SMOKE)
     run_profile(Settings(**{k: getattr(a, k) for k in asdict(d)}))
 
 

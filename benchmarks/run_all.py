@@ -1,11 +1,12 @@
 """All three benchmarks in one command, flags passed through, one combined JSON line at the end.
 
     python -m benchmarks.run_all                                   # full settings of each script
-    python -m benchmarks.run_all --quick                           # smoke settings (minutes)
+    python -m benchmarks.run_all --quick                           # each script's --smoke (about a minute)
     python -m benchmarks.run_all --pack "--size-mb 1024" --train "--steps 60 --warmup 10"
 
 Each benchmark runs as ``python -m benchmarks.NAME ARGS`` in its own process; its table is shown
-as it comes, and its last stdout line (its JSON line) is collected.
+as it comes, and its last stdout line (its JSON line) is collected. The exit status is non-zero
+when any benchmark failed or reported a failed measurement: a null ratio is never a result.
 """
 
 from __future__ import annotations
@@ -32,16 +33,10 @@ from benchmarks.common import (
 
 BENCHES = ("train", "pack", "generate")
 MODULES = {"train": "train_speed", "pack": "pack_speed", "generate": "generate_speed"}
-# Smoke settings: every code path, a few minutes on 2 cores (bf16 steps are slow on CPUs
-# without native bf16 kernels, hence the tiny micro batch).
-QUICK = {
-    "train": ["--steps", "3", "--warmup", "1", "--micro-batch", "2", "--no-compile"],
-    "pack": ["--size-mb", "8"],
-    "generate": ["--max-new-tokens", "32", "--repeats", "1"],
-}
 
 
 def run_bench(name: str, args: list[str]) -> dict[str, Any] | None:
+    """The benchmark's JSON line, or None when it failed (non-zero exit or no JSON line)."""
     command = [sys.executable, "-m", f"benchmarks.{MODULES[name]}", *args]
     log("$ " + " ".join(shlex.quote(c) for c in command[1:]))
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
@@ -55,7 +50,12 @@ def run_bench(name: str, args: list[str]) -> dict[str, Any] | None:
         print(last, end="", flush=True)
         log(f"{name} failed with exit code {proc.returncode}")
         return None
-    return json.loads(last)
+    try:
+        return json.loads(last)
+    except json.JSONDecodeError:
+        print(last, end="", flush=True)
+        log(f"{name} ended without its JSON line")
+        return None
 
 
 def headline(name: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -111,9 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--quick",
+        "--smoke",
+        dest="quick",
         action="store_true",
-        help="Smoke settings for every benchmark (results go to runs/bench/smoke-results unless "
-        "--results-dir is given); flags below are appended and win.",
+        help="Each benchmark's --smoke settings (tiny model and data, seconds each; results go "
+        "to runs/bench/smoke-results unless --results-dir is given); flags below are appended "
+        "and win.",
     )
     for name in BENCHES:
         p.add_argument(
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
 
     records: dict[str, Any] = {}
     for name in selected:
-        args = (QUICK[name] if a.quick else []) + shlex.split(getattr(a, name))
+        args = (["--smoke"] if a.quick else []) + shlex.split(getattr(a, name))
         if results_dir:
             args += ["--results-dir", results_dir]
         records[name] = run_bench(name, args)
@@ -159,7 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     write_results(path, {**combined, "records": records})
     print(f"results: {path}")
     emit_json_line(combined)
-    if any(r is None for r in records.values()):
+    failed = [name for name, r in records.items() if r is None or r.get("failed_runs")]
+    if failed:
+        log(f"failed: {', '.join(failed)}")
         sys.exit(1)
 
 

@@ -41,6 +41,9 @@ from typing import Any
 from benchmarks.common import (
     CACHE_DIR,
     REPO_ROOT,
+    SMOKE_DATA_DIR,
+    SMOKE_RESULTS_DIR,
+    SMOKE_VOCAB,
     CpuWatch,
     contention_note,
     emit_json_line,
@@ -49,6 +52,7 @@ from benchmarks.common import (
     hardware_slug,
     log,
     matmul_peak,
+    parse_with_smoke,
     prepare_packed_data,
     ratio,
     results_path,
@@ -58,11 +62,28 @@ from benchmarks.common import (
 )
 
 DEFAULT_RUNS = ["glotta-best", "glotta-fp32", "hf-default", "hf-best"]
-ALL_RUNS = [*DEFAULT_RUNS, "glotta-bf16", "hf-fp32-compile"]
+ALL_RUNS = [*DEFAULT_RUNS, "glotta-bf16", "hf-fp32-compile", "glotta-fp32-unfused"]
 # Goals from issue 3, on the 2-core CPU.
 GOAL_VS_HF_DEFAULT = 3.5
 GOAL_VS_HF_BEST = 1.2
 GOAL_MFU = 0.5
+# --smoke: both engines, a 2-layer GPT-2 on the smoke data, three steps, no compile; seconds.
+SMOKE = {
+    "steps": 3,
+    "warmup": 1,
+    "micro_batch": 2,
+    "block_size": 32,
+    "n_layer": 2,
+    "n_embd": 64,
+    "n_head": 2,
+    "vocab_size": SMOKE_VOCAB,
+    "runs": "glotta-best,glotta-fp32-unfused,hf-default",
+    "compile": False,
+    "data_dir": str(SMOKE_DATA_DIR),
+    "results_dir": str(SMOKE_RESULTS_DIR),
+    "peak_sizes": "64,128",
+    "peak_seconds": 0.05,
+}
 
 
 @dataclass
@@ -94,6 +115,7 @@ class Variant:
     engine: str  # 'glotta' or 'hf'
     precision: str  # 'fp32', 'bf16', or glotta's 'auto'
     compile: bool
+    fused_loss: bool = True  # glotta's train.fused_loss (its default)
 
 
 def variants(s: Settings) -> dict[str, Variant]:
@@ -104,6 +126,7 @@ def variants(s: Settings) -> dict[str, Variant]:
         "hf-default": Variant("hf", "fp32", False),
         "hf-best": Variant("hf", "bf16", s.compile),
         "hf-fp32-compile": Variant("hf", "fp32", s.compile),
+        "glotta-fp32-unfused": Variant("glotta", "fp32", False, fused_loss=False),
     }
 
 
@@ -163,54 +186,32 @@ def glotta_model_config(s: Settings):
 # Workers (one fresh process per run)
 
 
-class BatchTimer:
-    """Wraps glotta's ``BlockDataset.batch`` to time every train-shard batch the loop fetches.
-
-    glotta reads batches synchronously on the training thread, so this time is exactly the
-    time the loop waits for data. Calls from other threads (a future prefetcher) are kept apart:
-    they overlap with compute and are not a stall.
-    """
-
-    def __init__(self) -> None:
-        self.main_thread: list[float] = []
-        self.other_threads: list[float] = []
-
-    def install(self) -> None:
-        import glotta.train.data as data
-
-        original = data.BlockDataset.batch
-        timer = self
-
-        def timed_batch(dataset, indices):
-            start = time.perf_counter()
-            result = original(dataset, indices)
-            elapsed = time.perf_counter() - start
-            if str(getattr(dataset.tokens, "filename", "")).endswith("train.bin"):
-                if threading.current_thread() is threading.main_thread():
-                    timer.main_thread.append(elapsed)
-                else:
-                    timer.other_threads.append(elapsed)
-            return result
-
-        data.BlockDataset.batch = timed_batch
-
-
 def min_steps(s: Settings) -> int:
     """Steps a run needs before a time budget may end it: the warm-up plus two measured."""
     return s.warmup + 2
+
+
+def logged_steps(metrics: Path) -> int:
+    """Training steps glotta has logged so far (log_interval = 1: one line per step)."""
+    try:
+        text = metrics.read_text()
+    except OSError:
+        return 0
+    return sum(1 for line in text.splitlines() if '"tokens_per_second"' in line)
 
 
 class Budget:
     """Ends a glotta run early once --max-seconds-per-run has passed (and enough steps ran).
 
     Uses glotta's own preemption path: SIGTERM asks the loop to finish the current step, save a
-    checkpoint and stop; the metrics of every finished step are kept.
+    checkpoint and stop; the metrics of every finished step are kept. Steps are counted from
+    the loop's metrics log, so nothing inside glotta is replaced.
     """
 
-    def __init__(self, s: Settings, timer: BatchTimer) -> None:
+    def __init__(self, s: Settings, metrics: Path) -> None:
         self.seconds = s.max_seconds_per_run
         self.needed = min_steps(s)
-        self.timer = timer
+        self.metrics = metrics
         self.fired = False
         self._done = threading.Event()
 
@@ -222,27 +223,25 @@ class Budget:
     def _watch(self) -> None:
         start = time.perf_counter()
         while not self._done.wait(1.0):
-            # batches fetched on the training thread = steps started (one micro-batch per step)
-            started = len(self.timer.main_thread)
-            if time.perf_counter() - start > self.seconds and started >= self.needed:
-                self.fired = True
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
+            if time.perf_counter() - start > self.seconds:
+                if logged_steps(self.metrics) >= self.needed:
+                    self.fired = True
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
 
     def __exit__(self, *exc) -> None:
         self._done.set()
 
 
 def glotta_worker(s: Settings, variant: Variant) -> dict[str, Any]:
+    """One run of glotta's real loop (``run_train``); every figure comes from its metrics log."""
     import torch
 
     from glotta.config import TrainConfig
     from glotta.errors import GlottaError
     from glotta.rundir import RunDir
-    from glotta.train.loop import run_train
+    from glotta.train.loop import autocast_dtype, run_train
 
-    timer = BatchTimer()
-    timer.install()
     cfg = TrainConfig(
         block_size=s.block_size,
         micro_batch_size=s.micro_batch,
@@ -252,6 +251,7 @@ def glotta_worker(s: Settings, variant: Variant) -> dict[str, Any]:
         warmup_steps=0,
         precision=variant.precision,
         compile=variant.compile,
+        fused_loss=variant.fused_loss,
         eval_interval=0,  # one validation after the last step, outside the timed steps
         eval_batches=1,
         checkpoint_interval=10**9,  # only the final checkpoint, after the last step
@@ -261,10 +261,11 @@ def glotta_worker(s: Settings, variant: Variant) -> dict[str, Any]:
         seed=s.seed,
     )
     root = Path(tempfile.mkdtemp(prefix="glotta-train-bench-"))
+    metrics_file = root / "train" / "metrics.jsonl"
     try:
         (root / "shards").symlink_to(Path(s.data_dir).resolve() / "shards")
         start = time.perf_counter()
-        with Budget(s, timer) as budget:
+        with Budget(s, metrics_file) as budget:
             try:
                 run_train(cfg, glotta_model_config(s), RunDir(root), resume="never")
             except GlottaError:
@@ -272,48 +273,39 @@ def glotta_worker(s: Settings, variant: Variant) -> dict[str, Any]:
                     raise
         total = time.perf_counter() - start
         tokens_per_step = s.micro_batch * s.block_size
-        step_seconds = step_times_from_metrics(root / "train" / "metrics.jsonl", tokens_per_step)
+        step_seconds, stall = step_times_from_metrics(metrics_file, tokens_per_step)
         config_file = root / "train" / "train_config.json"
         train_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    try:
-        from glotta.train.loop import autocast_dtype
-
-        amp = autocast_dtype(cfg, torch.device(s.device))
-        resolved = "bf16" if amp == torch.bfloat16 else "fp32"
-    except Exception:  # the loop's internals may change; the log line above says it too
-        resolved = variant.precision
+    amp = autocast_dtype(cfg, torch.device(s.device))
     notes = []
     if budget.fired:
         notes.append(
             f"stopped by --max-seconds-per-run {s.max_seconds_per_run:g} after "
             f"{len(step_seconds)} of {s.steps} steps"
         )
-    stall: list[float] | None = timer.main_thread[: len(step_seconds)]
-    if len(timer.main_thread) != len(step_seconds):
-        notes.append(
-            f"BlockDataset.batch ran {len(timer.main_thread)} times on the training thread for "
-            f"{len(step_seconds)} steps ({len(timer.other_threads)} on other threads): stall time not "
-            "attributable per step"
-        )
-        stall = None
     return {
         "step_seconds": step_seconds,
         "stall_seconds": stall,
-        "stall_method": "time inside glotta.train.data.BlockDataset.batch on the training thread "
-        "(the loop fetches synchronously), per step",
-        "background_batch_seconds": round(sum(timer.other_threads), 4),
+        "stall_method": "data_seconds of glotta's metrics log: time the loop spent building the "
+        "step's batches (it fetches synchronously), per step",
         "total_seconds": total,
-        "resolved_precision": resolved,
+        "resolved_precision": "bf16" if amp == torch.bfloat16 else "fp32",
+        "fused_loss": (train_config.get("train") or {}).get("fused_loss"),
         "plan": train_config.get("plan"),
         "notes": notes,
     }
 
 
-def step_times_from_metrics(path: Path, tokens_per_step: int) -> list[float]:
-    """Per-step seconds from glotta's metrics.jsonl (each line: tokens/s since the last line)."""
+def step_times_from_metrics(path: Path, tokens_per_step: int) -> tuple[list[float], list | None]:
+    """Per-step seconds and data-wait seconds from glotta's metrics.jsonl.
+
+    Each training line holds ``tokens_per_second`` of the window since the previous line and
+    ``data_seconds``, the time of that window spent building batches.
+    """
     times: list[float] = []
+    stall: list[float] | None = []
     last_step = 0
     for line in path.read_text().splitlines():
         record = json.loads(line)
@@ -324,7 +316,11 @@ def step_times_from_metrics(path: Path, tokens_per_step: int) -> list[float]:
         last_step = record["step"]
         window = steps * tokens_per_step / rate
         times.extend([window / steps] * steps)
-    return times
+        if stall is not None and "data_seconds" in record:
+            stall.extend([record["data_seconds"] / steps] * steps)
+        else:
+            stall = None
+    return times, stall
 
 
 def hf_worker(s: Settings, variant: Variant) -> dict[str, Any]:
@@ -399,6 +395,7 @@ def hf_worker(s: Settings, variant: Variant) -> dict[str, Any]:
         kwargs["bf16"] = True
     if variant.compile:
         kwargs["torch_compile"] = True
+        kwargs["optim"] = "adamw_torch_fused"  # the best flags (already the default in 5.x)
     clock = StepClock()
     trainer = TimedTrainer(
         model=model,
@@ -459,6 +456,7 @@ def summarize(raw: dict[str, Any], s: Settings, tokens_per_step: int, flops: int
         "engine": raw["engine"],
         "precision": raw["resolved_precision"],
         "compile": raw["compile"],
+        "fused_loss": raw.get("fused_loss"),
         "tokens_per_second": round(rate, 1),
         "tokens_per_second_median_step": round(tokens_per_step / statistics.median(measured), 1),
         "step_seconds_mean": round(step_mean, 4),
@@ -547,8 +545,12 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
     for name, raw in raw_runs.items():
         if "error" in raw:
             runs[name] = {"error": raw["error"]}
-        else:
+            continue
+        try:
             runs[name] = summarize(raw, s, tokens_per_step, facts["flops_per_token"], peaks)
+        except RuntimeError as error:
+            runs[name] = {"error": str(error)}
+    failed = [name for name, r in runs.items() if "error" in r]
 
     def rate(name: str) -> float | None:
         return runs.get(name, {}).get("tokens_per_second")
@@ -598,6 +600,7 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
             "vs_hf_best": _goal(ratios["glotta_best_vs_hf_best"], GOAL_VS_HF_BEST),
             "mfu": _goal(best.get("mfu_vs_bf16_peak"), GOAL_MFU),
         },
+        "failed_runs": failed,
         "notes": notes,
     }
 
@@ -666,6 +669,9 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
     write_results(path, {**record, "raw_runs": raw_runs})
     print(f"results: {path}")
     emit_json_line(record)
+    if failed:  # a measurement that failed must not look like a result
+        log(f"failed runs: {', '.join(failed)}")
+        sys.exit(1)
     return record
 
 
@@ -779,7 +785,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-settings", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    a = parse_with_smoke(p, argv, SMOKE)
     s = Settings(
         steps=a.steps,
         warmup=a.warmup,

@@ -365,6 +365,12 @@ class TrainConfig:
         ("auto", "bf16", "fp32"),
     )
     compile: bool = opt(False, "torch.compile the model (pays a warm-up; worth it on long runs).")
+    fused_loss: bool = opt(
+        True,
+        "Causal LMs: compute the LM head and cross-entropy chunk by chunk without storing the "
+        "(tokens x vocab) logits (same loss and gradients, far less memory; "
+        "glotta.train.fused_loss). Off = the plain head and loss.",
+    )
     activation_checkpointing: bool = opt(
         False, "Recompute activations in the backward pass: less memory, about 1/3 more compute."
     )

@@ -11,7 +11,12 @@ from pathlib import Path
 import torch
 
 from glotta.config import DistillConfig
-from glotta.distill.losses import LossWeights, TermMeans, distillation_loss_sum
+from glotta.distill.losses import (
+    LossWeights,
+    TermMeans,
+    distillation_loss_sum,
+    fused_distillation_loss_sum,
+)
 from glotta.distill.student import (
     attach_projection,
     copy_teacher_layers,
@@ -28,6 +33,7 @@ from glotta.errors import GlottaError
 from glotta.models import build_model, count_parameters
 from glotta.rundir import write_json_atomic
 from glotta.train.distributed import Dist
+from glotta.train.fused_loss import supports_fused_head
 from glotta.train.objective import Objective, TrainingSetup
 
 
@@ -121,6 +127,11 @@ class DistillObjective(Objective, TrainingSetup):
         }
 
     def loss_sum(self, model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.fused_loss and self.weights.alpha_ce and supports_fused_head(self.teacher):
+            total, parts = fused_distillation_loss_sum(
+                model, self.teacher, inputs, targets, self.weights, self.vocab_size, self.projection
+            )  # train.fused_loss: neither the student's nor the teacher's logits stored whole
+            return self._record(model, total, parts, targets.numel())
         hidden = bool(self.weights.alpha_cos)
         out = model(input_ids=inputs, output_hidden_states=hidden)
         if not (self.weights.alpha_ce or hidden):  # the data alone (an ablation): no teacher pass

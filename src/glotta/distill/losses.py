@@ -93,6 +93,46 @@ def distillation_loss_sum(
     return total, parts
 
 
+def fused_distillation_loss_sum(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    weights: LossWeights,
+    vocab_size: int,
+    projection: torch.nn.Module | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`distillation_loss_sum` of a causal student and teacher, logits never stored whole.
+
+    The KL and cross-entropy terms go through :mod:`glotta.train.fused_loss`: the student's and
+    the teacher's final hidden states meet their LM heads chunk by chunk (the teacher runs in
+    inference mode). The cosine term reads ``hidden_states[-1]`` exactly as the plain path does.
+    """
+    from glotta.train.fused_loss import TeacherHead, hidden_and_head, linear_distillation_sum
+
+    cos = bool(weights.alpha_cos)
+    hidden, head, out = hidden_and_head(student, inputs, output_hidden_states=cos)
+    teacher_side = taught = None
+    if weights.alpha_ce or cos:
+        with torch.inference_mode():  # no graph, no saved activations: the teacher only predicts
+            t_hidden, t_head, taught = hidden_and_head(teacher, inputs, output_hidden_states=cos)
+        teacher_side = TeacherHead(
+            hidden=t_hidden, weight=t_head.weight, bias=t_head.bias, vocab_size=vocab_size
+        )
+    total, parts = linear_distillation_sum(
+        hidden, head.weight, targets, teacher_side, weights.temperature, weights.alpha_ce,
+        weights.alpha_clm, bias=head.bias,
+    )  # fmt: skip
+    if cos:
+        student_hidden = out.hidden_states[-1]
+        if projection is not None:
+            student_hidden = projection(student_hidden)
+        term = cosine_loss_sum(student_hidden, taught.hidden_states[-1])
+        total = total + weights.alpha_cos * term
+        parts["cos"] = term.detach()
+    return total, parts
+
+
 # Encoder (masked-LM) students: layer-to-layer losses of TinyBERT (Jiao et al. 2020), which
 # LightMBERT (Jiao et al. 2021) applies to an mBERT student made of the teacher's bottom layers.
 # Both are sums over positions, like the terms above; the loop divides by the step's positions.

@@ -54,6 +54,7 @@ from glotta.rundir import (
 from glotta.train import checkpoint
 from glotta.train.data import BlockDataset, DataPosition, EpochSampler, rank_slice
 from glotta.train.distributed import Dist, all_reduce_sum, barrier, setup, teardown
+from glotta.train.fused_loss import supports_fused_head
 from glotta.train.objective import Objective, TrainingSetup
 from glotta.train.optim import build_optimizer, build_scheduler
 
@@ -437,6 +438,8 @@ def _train_phase(
     sampler = EpochSampler(train_data.num_blocks, cfg.seed + phase_index, position)
 
     amp = autocast_dtype(cfg, ctx.device)
+    # FSDP shards the head's weight between forward calls: the fused loss needs it whole.
+    objective.fused_loss = cfg.fused_loss and not sharded and supports_fused_head(model)
     forward_model: torch.nn.Module = model
     if cfg.compile:
         forward_model = torch.compile(forward_model)
@@ -451,7 +454,7 @@ def _train_phase(
     tokens_per_step = plan.global_batch * cfg.block_size
     last_step = first_step + plan.total_steps
     start = time.perf_counter()
-    window_start, window_tokens = start, 0
+    window_start, window_tokens, window_data = start, 0, 0.0
 
     def save(is_best: bool) -> None:
         state = _trainer_state(
@@ -468,6 +471,7 @@ def _train_phase(
     while run.step < last_step:
         indices = rank_slice(sampler.take(plan.global_batch), ctx.rank, ctx.world_size)
         size = plan.micro_batch_size
+        data_start = time.perf_counter()
         # Rows are numbered in the global batch, so masks do not depend on the process layout.
         micro_batches = [
             train_data.batch(
@@ -477,13 +481,14 @@ def _train_phase(
             )
             for m in range(plan.accumulation)
         ]
+        window_data += time.perf_counter() - data_start  # the loop waits for its data here
         # Tokens predicted in the whole step on all processes: all of them (clm), or the masked
         # ones (mlm), whose number varies and is counted before any backward pass.
         step_targets = float(tokens_per_step)
         if masking is not None:
             local = sum(objective.predicted_tokens(*batch) for batch in micro_batches)
             step_targets = max(1.0, all_reduce_sum([float(local)], ctx)[0])
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         for micro in range(plan.accumulation):
             inputs, targets = batch_to(micro_batches[micro], ctx.device)
             # DDP: synchronise gradients only on the last micro-batch of the step. FSDP2
@@ -495,10 +500,10 @@ def _train_phase(
                 # DDP and FSDP average gradients over processes; scaling by world size turns
                 # that average into the sum, so the gradient is d(total loss)/d(w) / step tokens.
                 (loss * ctx.world_size / step_targets).backward()
-            loss_sum += loss.item()
-        grad_norm = 0.0
+            loss_sum += loss.detach()  # stays on the device: no host sync per micro-batch
+        grad_norm = torch.zeros(())
         if cfg.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -507,27 +512,34 @@ def _train_phase(
         window_tokens += tokens_per_step
         # One collective per step: the loss, and whether any process was asked to stop (all
         # must stop at the same step, or the others would wait forever in the next one).
-        total_loss, stop_votes = all_reduce_sum([loss_sum, float(stop.requested)], ctx)
-        run.last_loss = total_loss / step_targets
+        # One process reads the loss (a host sync) only on steps that log or checkpoint.
+        if ctx.enabled:
+            total_loss, stop_votes = all_reduce_sum([float(loss_sum), float(stop.requested)], ctx)
+        else:
+            total_loss, stop_votes = loss_sum, float(stop.requested)
+        log_now = run.step % cfg.log_interval == 0 or run.step == last_step
+        checkpoint_now = (
+            run.step == last_step or run.step % cfg.checkpoint_interval == 0 or stop_votes > 0
+        )
+        if log_now or checkpoint_now:
+            run.last_loss = float(total_loss) / step_targets
 
-        if run.step % cfg.log_interval == 0 or run.step == last_step:
+        if log_now:
             now = time.perf_counter()
             rate = window_tokens / max(now - window_start, 1e-9)
-            window_start, window_tokens = now, 0
             metrics.write(
                 run.step,
                 loss=run.last_loss,
                 lr=scheduler.get_last_lr()[0],
-                grad_norm=grad_norm,
+                grad_norm=float(grad_norm),
                 tokens_seen=run.tokens_seen,
                 tokens_per_second=rate,
+                data_seconds=round(window_data, 6),
                 **objective.log_values(),
             )
+            window_start, window_tokens, window_data = now, 0, 0.0
             progress.set_postfix(loss=f"{run.last_loss:.3f}", tok_s=f"{rate:,.0f}")
         progress.update(1)
-        checkpoint_now = (
-            run.step == last_step or run.step % cfg.checkpoint_interval == 0 or stop_votes > 0
-        )
         evaluate_now = (cfg.eval_interval and run.step % cfg.eval_interval == 0) or checkpoint_now
         is_best = False
         if evaluate_now and valid_data.num_blocks:

@@ -16,12 +16,19 @@ from glotta.errors import GlottaError
 from glotta.masking import IGNORE_INDEX
 from glotta.models import build_model
 from glotta.train.distributed import Dist
+from glotta.train.fused_loss import fused_token_loss_sum
 
 
 def token_loss_sum(
-    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, fused: bool = False
 ) -> torch.Tensor:
-    """Sum of next-token cross-entropy over all positions (fp32 logits for a stable softmax)."""
+    """Sum of next-token cross-entropy over all positions (fp32 logits for a stable softmax).
+
+    ``fused``: the LM head and the loss chunk by chunk, without the full logits
+    (:mod:`glotta.train.fused_loss`; same value and gradients).
+    """
+    if fused:
+        return fused_token_loss_sum(model, inputs, targets)
     logits = model(input_ids=inputs).logits
     return F.cross_entropy(
         logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
@@ -39,11 +46,14 @@ class Objective:
     ``IGNORE_INDEX``).
     """
 
+    # The loop sets this where train.fused_loss is on and the model supports it.
+    fused_loss = False
+
     def loss_sum(self, model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return token_loss_sum(model, inputs, targets)
+        return token_loss_sum(model, inputs, targets, self.fused_loss)
 
     def validation_loss_sum(self, model, inputs: torch.Tensor, targets: torch.Tensor):
-        return token_loss_sum(model, inputs, targets)
+        return token_loss_sum(model, inputs, targets, self.fused_loss)
 
     def predicted_tokens(self, inputs: torch.Tensor, targets: torch.Tensor) -> int:
         """Positions ``loss_sum`` sums over: every target that is not ignored (mlm: the masked)."""

@@ -1,0 +1,279 @@
+"""LM head + loss fused and chunked: the full ``(tokens x vocab)`` logits are never stored.
+
+The plain computation ``cross_entropy(hidden @ W.T, targets)`` keeps the logits, their fp32
+copy and the softmax for the backward pass: at block 1024, batch 8 and GPT-2's 50,257 tokens
+that is ~1.6 GB per copy, more than the rest of a GPT-2 small step. Here the positions are
+taken ``chunk_size`` rows at a time: each chunk's logits are computed, turned into the chunk's
+loss *and* its gradient at once (softmax minus one-hot needs nothing but the logits), and that
+gradient is multiplied into the gradients of the hidden states and of the head weight before
+the next chunk; the logits are then dropped. The backward pass only scales the stored
+gradients by the incoming one. Same arithmetic as the plain path (fp32 softmax), one chunk of
+logits alive at a time. (The idea: Wijmans et al. 2025, "Cut Your Losses in Large-Vocabulary
+Language Models"; Liger Kernel's fused linear cross-entropy; llm.c's fused classifier.)
+
+Two losses share the chunk loop, both sums over positions as the training loop expects:
+
+- ``alpha_clm`` x next-token cross-entropy (targets equal to ``ignore_index`` count nothing);
+- ``alpha_ce`` x T^2 x KL(softmax(teacher / T) || softmax(student / T)) for distillation (every
+  position, as :func:`glotta.distill.losses.soft_target_kl_sum`), with the teacher's logits given
+  whole or computed chunk by chunk from its final hidden states and head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+
+import torch
+
+IGNORE_INDEX = -100
+# Elements of one chunk's fp32 logits: 2^25 = 128 MiB (about 650 positions at 50k tokens).
+CHUNK_ELEMENTS = 2**25
+
+
+@dataclasses.dataclass
+class TeacherHead:
+    """The teacher's side of the KL term: its logits, or its final hidden states and head.
+
+    ``vocab_size`` cuts a padded teacher vocabulary to the student's ids.
+    """
+
+    logits: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    vocab_size: int | None = None
+
+    def chunk(self, start: int, stop: int) -> torch.Tensor:
+        if self.logits is not None:
+            logits = self.logits.reshape(-1, self.logits.size(-1))[start:stop]
+        else:
+            assert self.hidden is not None and self.weight is not None
+            h = self.hidden.reshape(-1, self.hidden.size(-1))[start:stop]
+            logits = torch.nn.functional.linear(h, self.weight.to(h.dtype), _cast(self.bias, h))
+        return logits[:, : self.vocab_size].float()
+
+
+def _cast(bias: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    return None if bias is None else bias.to(like.dtype)
+
+
+def default_chunk_size(vocab_size: int) -> int:
+    return max(64, CHUNK_ELEMENTS // max(vocab_size, 1))
+
+
+class _FusedHeadLoss(torch.autograd.Function):
+    """Forward computes the loss and every gradient; backward scales them (one output used)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, teacher, spec):
+        alpha_clm, alpha_ce, temperature, ignore_index, chunk_size = spec
+        shape = hidden.shape
+        h_all = hidden.reshape(-1, shape[-1])
+        t_all = targets.reshape(-1)
+        n = h_all.size(0)
+        # Under autocast the head runs in the autocast dtype, as nn.Linear would.
+        device_type = hidden.device.type
+        compute = (
+            torch.get_autocast_dtype(device_type)
+            if torch.is_autocast_enabled(device_type)
+            else hidden.dtype
+        )
+        w = weight.to(compute)
+        b = _cast(bias, w)
+        need_h = ctx.needs_input_grad[0]
+        need_w = ctx.needs_input_grad[1]
+        need_b = bias is not None and ctx.needs_input_grad[2]
+        grad_h = torch.empty_like(h_all) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        ce_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        kl_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        t = float(temperature)
+        with torch.autocast(device_type, enabled=False):
+            for start in range(0, n, chunk_size):
+                stop = min(n, start + chunk_size)
+                h = h_all[start:stop].to(compute)
+                logits = torch.nn.functional.linear(h, w, b).float()
+                # Cross-entropy alone: the logits become their own gradient, in place (one
+                # chunk-sized buffer); with the KL term they are still needed, so a copy.
+                grad = None if alpha_ce else logits
+                if alpha_clm:
+                    tgt = t_all[start:stop]
+                    valid = tgt != ignore_index
+                    safe = torch.where(valid, tgt, torch.zeros_like(tgt)).unsqueeze(1)
+                    lse = torch.logsumexp(logits, dim=1, keepdim=True)
+                    picked = logits.gather(1, safe)
+                    ce_sum += ((lse - picked).squeeze(1) * valid).sum()
+                    # d CE / d logits = softmax - one-hot, zero on ignored rows
+                    probs = logits.sub_(lse).exp_() if grad is logits else (logits - lse).exp_()
+                    probs.scatter_add_(1, safe, torch.full_like(picked, -1.0))
+                    probs.mul_((valid.to(probs.dtype) * alpha_clm).unsqueeze(1))
+                    grad = probs
+                    del probs
+                if alpha_ce:
+                    log_s = torch.log_softmax(logits / t, dim=1)
+                    log_t = torch.log_softmax(teacher.chunk(start, stop) / t, dim=1)
+                    p_t = log_t.exp()
+                    kl_sum += (p_t * (log_t - log_s)).sum() * (t * t)
+                    # d (T^2 KL) / d logits = T (softmax(z / T) - p_teacher)
+                    kl_grad = log_s.exp_().sub_(p_t).mul_(alpha_ce * t)
+                    grad = kl_grad if grad is None else grad.add_(kl_grad)
+                    del log_s, log_t, p_t, kl_grad
+                del logits
+                if grad is None:  # neither term weighted: a zero gradient
+                    grad = torch.zeros(stop - start, w.size(0), device=h.device)
+                g = grad.to(compute)
+                if grad_h is not None:
+                    grad_h[start:stop] = (g @ w).to(grad_h.dtype)
+                if grad_w is not None:
+                    if g.dtype == grad_w.dtype:
+                        grad_w.addmm_(g.t(), h)  # no (vocab x width) temporary per chunk
+                    else:
+                        grad_w += (g.t() @ h).float()
+                if grad_b is not None:
+                    grad_b += grad.sum(0)
+        total = alpha_clm * ce_sum + alpha_ce * kl_sum
+        ctx.save_for_backward(
+            grad_h.reshape(shape) if grad_h is not None else None,
+            grad_w.to(weight.dtype) if grad_w is not None else None,
+            grad_b.to(bias.dtype) if grad_b is not None else None,
+        )
+        ctx.mark_non_differentiable(ce_sum, kl_sum)
+        return total, ce_sum, kl_sum
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_ce, _grad_kl):
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+
+        def scaled(g):  # in place: the stored gradients are used once (no device sync)
+            return None if g is None else g.mul_(grad_total.to(g.dtype))
+
+        return scaled(grad_h), scaled(grad_w), scaled(grad_b), None, None, None
+
+
+def _check(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> None:
+    if hidden.size(-1) != weight.size(1):
+        raise ValueError(f"hidden width {hidden.size(-1)} != head weight width {weight.size(1)}")
+    if hidden.numel() // hidden.size(-1) != targets.numel():
+        raise ValueError(f"{targets.numel()} targets for {hidden.numel() // hidden.size(-1)} rows")
+
+
+def linear_cross_entropy_sum(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``cross_entropy(hidden @ weight.T + bias, targets, reduction='sum')`` without the logits.
+
+    ``hidden`` is ``(..., d)``, ``weight`` ``(vocab, d)`` (tied or not), ``targets`` one id per
+    row of ``hidden``; rows whose target is ``ignore_index`` count nothing.
+    """
+    _check(hidden, weight, targets)
+    chunk = chunk_size or default_chunk_size(weight.size(0))
+    spec = (1.0, 0.0, 1.0, ignore_index, chunk)
+    total, _, _ = _FusedHeadLoss.apply(hidden, weight, bias, targets, None, spec)
+    return total
+
+
+def linear_distillation_sum(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    teacher: TeacherHead,
+    temperature: float,
+    alpha_ce: float,
+    alpha_clm: float,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``alpha_ce`` x T^2 x KL + ``alpha_clm`` x cross-entropy, summed over positions, fused.
+
+    Returns the weighted total and each term's sum (detached), like
+    :func:`glotta.distill.losses.distillation_loss_sum` without its cosine term.
+    """
+    _check(hidden, weight, targets)
+    chunk = chunk_size or default_chunk_size(weight.size(0))
+    spec = (float(alpha_clm), float(alpha_ce), float(temperature), ignore_index, chunk)
+    total, ce, kl = _FusedHeadLoss.apply(hidden, weight, bias, targets, teacher, spec)
+    parts = {}
+    if alpha_ce:
+        parts["kl"] = kl
+    if alpha_clm:
+        parts["ce"] = ce
+    return total, parts
+
+
+# ---------------------------------------------------------------------------------------------
+# Getting the final hidden states out of a (possibly compiled or DDP-wrapped) causal LM
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
+class _LastHidden:
+    """A forward hook on the base model that keeps its last output's final hidden states.
+
+    Registered once per model and kept (adding and removing a hook at every step would make a
+    compiled model recompile); it holds one ``(batch, block, width)`` tensor between calls.
+    """
+
+    def __init__(self) -> None:
+        self.value: torch.Tensor | None = None
+
+    def __call__(self, module, args, output) -> None:
+        self.value = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+
+_HOOKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def supports_fused_head(model: torch.nn.Module) -> bool:
+    """A transformers causal LM whose forward takes ``logits_to_keep`` (GPT-2, Llama, ...)."""
+    import inspect
+
+    core = unwrap(model)
+    head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear) or getattr(core, "base_model", core) is core:
+        return False
+    return "logits_to_keep" in inspect.signature(core.forward).parameters
+
+
+def hidden_and_head(model: torch.nn.Module, inputs: torch.Tensor, **kwargs):
+    """One forward through ``model`` (wrappers included) that computes no logits.
+
+    Returns the final hidden states (after the last norm), the LM head (``nn.Linear``) and the
+    model's output (e.g. its ``hidden_states`` when ``output_hidden_states=True`` is passed).
+    ``logits_to_keep`` with no positions makes the head run on zero rows, so DDP and
+    ``torch.compile`` see an ordinary call of the whole model.
+    """
+    core = unwrap(model)
+    hook = _HOOKS.get(core)
+    if hook is None:
+        hook = _LastHidden()
+        core.base_model.register_forward_hook(hook)
+        _HOOKS[core] = hook
+    no_positions = torch.zeros(0, dtype=torch.long, device=inputs.device)
+    out = model(input_ids=inputs, logits_to_keep=no_positions, **kwargs)
+    hidden, hook.value = hook.value, None
+    if hidden is None:
+        raise RuntimeError("the model's base did not run: no hidden states for the fused loss")
+    return hidden, core.get_output_embeddings(), out
+
+
+def fused_token_loss_sum(
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """Summed next-token cross-entropy of a causal LM, the head and loss fused and chunked."""
+    hidden, head, _ = hidden_and_head(model, inputs)
+    return linear_cross_entropy_sum(hidden, head.weight, targets, head.bias)
