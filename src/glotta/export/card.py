@@ -253,7 +253,8 @@ def _training_section(train_config: dict) -> str:
             f"{t.get('decay')} decay to {t.get('min_lr_ratio')} × peak",
         ],
         ["gradient clipping", t.get("grad_clip")],
-        ["precision", t.get("precision")],
+        # What ran, not the setting: 'auto' became bf16 autocast or fp32 on the hardware used.
+        ["precision", train_config.get("precision_used") or t.get("precision")],
         ["seed", t.get("seed")],
     ]
     # Later phases (e.g. a longer context): one row each, from the plans the trainer wrote.
@@ -269,6 +270,31 @@ def _training_section(train_config: dict) -> str:
             ]
         )
     return table(["setting", "value"], rows)
+
+
+def _sessions_note(history_path: Path | None) -> str:
+    """Resumed sessions and the settings changed at each (RUN_DIR/train/history.jsonl)."""
+    if history_path is None or not Path(history_path).is_file():
+        return ""
+    notes = []
+    for line in Path(history_path).read_text(encoding="utf-8").splitlines():
+        try:
+            session = json.loads(line)
+        except ValueError:
+            continue
+        if not session.get("resumed_from"):
+            notes = []  # a fresh start: earlier sessions trained other weights
+            continue
+        changes = ", ".join(
+            f"{key.split('.', 1)[-1]} {old} → {new}"
+            for key, (old, new) in session.get("changed", {}).items()
+        )
+        notes.append(
+            f"resumed at step {session.get('step')}" + (f" ({changes})" if changes else "")
+        )
+    if not notes:
+        return ""
+    return "\n\nTraining was interrupted and resumed: " + "; ".join(notes) + "."
 
 
 def _compute_section(train_config: dict, summary: dict) -> str:
@@ -484,7 +510,8 @@ def render_card(
         data_section=_data_section(corpus_stats),
         tokenizer_section=_tokenizer_section(tokenizer_stats),
         architecture_section=_architecture_section(train_config, summary),
-        training_section=_training_section(train_config),
+        training_section=_training_section(train_config)
+        + _sessions_note(run_dir_files.get("train_history")),
         distill_section=distill_section(distill, comparison),
         loss_curve=loss_curve,
         compute_section=_compute_section(train_config, summary),

@@ -106,6 +106,7 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
             "tokenizer_stats": run_dir.tokenizer / "stats.json",
             "train_config": run_dir.train / "train_config.json",
             "train_summary": run_dir.train / "summary.json",
+            "train_history": run_dir.train / "history.jsonl",
             "eval_results": run_dir.eval / "results.json",
             "ner_results": run_dir.eval / "ner.json",
         },
