@@ -88,6 +88,7 @@ def _corpus(p: _Problems, recipe: Recipe, check_inputs: bool) -> None:
             f"{c.valid_fraction + c.test_fraction:g}: leaves nothing to train on (must be < 1)"
         )
     p.fraction(c, "language_threshold", "corpus", upper_open=False)
+    p.fraction(c, "max_not_text_fraction", "corpus", upper_open=False)
     for f in dataclasses.fields(c):
         if f.name.startswith("quality_") and f.name.endswith("fraction"):
             p.fraction(c, f.name, "corpus", upper_open=False)

@@ -127,13 +127,37 @@ def _model_index(info, results: dict, task: tuple[str, str], metrics: list[tuple
     ]
 
 
+def _file_name(path: str) -> str:
+    """An input as the card shows it: its file name, not the absolute path on the machine that
+    trained the model (which says nothing to a reader and may say too much about its owner)."""
+    if "://" in path and not path.startswith("pkg://"):
+        return path
+    return Path(path).name or path
+
+
+def baseline_warning(results: dict) -> str | None:
+    """A warning when the model's held-out loss is no better than the unigram baseline's."""
+    rows = results.get("rows", [])
+    model = next((r for r in rows if r.get("kind") == "model"), None)
+    baseline = next((r for r in rows if r.get("kind") == "baseline"), None)
+    if not model or not baseline or "loss" not in model or "loss" not in baseline:
+        return None
+    if model["loss"] < baseline["loss"]:
+        return None
+    return (
+        f"this model does not beat the unigram baseline on the held-out {results.get('split', 'test')} "
+        f"split (perplexity {model['perplexity']:.2f} vs {baseline['perplexity']:.2f}): it has "
+        "learned no more than how often each token occurs; train longer or on more text"
+    )
+
+
 def _data_section(stats: dict) -> str:
     if not stats:
         return "No corpus statistics were recorded."
     splits = stats.get("splits", {})
     lines = [
         f"Read {stats.get('documents_in', 0):,} documents ({stats.get('bytes_in', 0):,} bytes of "
-        f"UTF-8) from: {', '.join(f'`{i}`' for i in stats.get('inputs', [])) or 'the recipe inputs'}.",
+        f"UTF-8) from: {', '.join(f'`{_file_name(i)}`' for i in stats.get('inputs', [])) or 'the recipe inputs'}.",
         "",
         table(
             ["split", "documents", "bytes"],
@@ -315,6 +339,13 @@ def _compute_section(train_config: dict, summary: dict) -> str:
 
 
 def _results_section(results: dict) -> str:
+    warning = baseline_warning(results)
+    if warning:
+        return f"> **Warning:** {warning}.\n\n" + _results_table(results)
+    return _results_table(results)
+
+
+def _results_table(results: dict) -> str:
     rows = results.get("rows", [])
     if not rows and not results.get("agreement"):
         return "The model was not evaluated."
