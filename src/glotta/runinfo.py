@@ -50,8 +50,10 @@ def estimate(recipe: Recipe, run_dir: RunDir) -> list[str]:
             "bytes per token, before cleaning; compressed inputs hold more)"
         )
     global_batch = t.global_batch_size or t.micro_batch_size * t.gradient_accumulation_steps
-    blocks = tokens // max(t.block_size + 1, 1)
-    steps = t.max_steps or max(1, math.ceil(t.epochs * blocks / max(global_batch, 1)))
+    if global_batch <= 0 or t.block_size <= 0 or t.max_steps < 0:
+        return [source, "train: steps unknown until the [train] problems below are fixed"]
+    blocks = tokens // (t.block_size + 1)
+    steps = t.max_steps or max(1, math.ceil(t.epochs * blocks / global_batch))
     return [
         source,
         f"train: {steps:,} optimizer steps x {global_batch} sequences x {t.block_size} tokens = "
@@ -61,8 +63,8 @@ def estimate(recipe: Recipe, run_dir: RunDir) -> list[str]:
     ]
 
 
-def format_check(recipe: Recipe, run_dir: RunDir, force: bool = False) -> str:
-    """The resolved recipe, the recipe's problems or the plan, and the estimates."""
+def format_check(recipe: Recipe, run_dir: RunDir, force: bool = False) -> tuple[str, list[str]]:
+    """The text to print (resolved recipe, plan, estimate, problems) and the problems."""
     from glotta.pipeline import plan_stages
     from glotta.validate import recipe_problems
 

@@ -293,6 +293,8 @@ def check_model_folder(model: str, tokenizer: str | None = None) -> None:
     'owner/name' and 'name' that are not local folders are left to the hub loader.
     """
     path = Path(os.path.expanduser(model))
+    if not path.exists() and (path.parent / "recipe.toml").is_file():
+        raise GlottaError(f"--model {model}: no such folder; run `glotta export` first")
     if not path.exists():
         if _looks_local(model) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model):
             raise GlottaError(f"--model {model}: no such folder")
