@@ -82,7 +82,8 @@ def _corpus(p: _Problems, recipe: Recipe, check_inputs: bool) -> None:
         )
     p.fraction(c, "valid_fraction", "corpus")
     p.fraction(c, "test_fraction", "corpus")
-    if c.valid_fraction + c.test_fraction >= 1:
+    fractions_ok = 0 <= c.valid_fraction < 1 and 0 <= c.test_fraction < 1
+    if fractions_ok and c.valid_fraction + c.test_fraction >= 1:
         p.append(
             f"corpus.valid_fraction + corpus.test_fraction = "
             f"{c.valid_fraction + c.test_fraction:g}: leaves nothing to train on (must be < 1)"

@@ -104,5 +104,6 @@ def test_safe_changes_are_allowed_recorded_and_shown_on_the_card(tiny_run, tmp_p
     assert last["changed"]["train.log_interval"] == [5, 1]
     card = run_export(recipe.export, recipe.recipe, recipe.generate, run_dir) / "README.md"
     text = card.read_text()
-    assert "resumed at step 200 (max_steps 200 → 202" in text
+    assert "Training was interrupted and resumed: resumed at step 200 (" in text
+    assert "max_steps 200 → 202" in text and "log_interval 5 → 1" in text
     assert "| precision | fp32 |" in text or "| precision | bf16 autocast |" in text
