@@ -139,7 +139,8 @@ def _resolve(args: argparse.Namespace) -> tuple[Recipe, RunDir]:
         validate_recipe(recipe, run_dir.root, [args.command])
     elif problem := writable_problem(run_dir.root):  # the rest once the plan is known
         raise GlottaError(problem)
-    if getattr(args, "recipe", None) is not None or args.overrides or _flag_overrides(args):
+    changed = getattr(args, "recipe", None) is not None or args.overrides or _flag_overrides(args)
+    if changed and args.command != "run":  # run_recipe saves it once the whole plan is checked
         save_recipe(recipe, run_dir)
     return recipe, run_dir
 

@@ -11,6 +11,7 @@ recipe whose ``[ner]`` names a train_file fine-tunes the model for named entitie
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 from glotta.config import Recipe, dump_toml, recipe_to_dict
 from glotta.errors import GlottaError
-from glotta.rundir import MARKER, RunDir, is_complete, stage_fingerprint
+from glotta.rundir import MARKER, RunDir, chained_fingerprint, is_complete, stage_fingerprint
 
 
 @dataclass(frozen=True)
@@ -172,17 +173,42 @@ def check_before_running(
 
     running = {p.name: p.reason for p in plan if p.runs}
     validate_recipe(recipe, run_dir.root, running)
-    changed = [
-        n for n in ("corpus", "tokenizer", "pack") if n in running and running[n] != "--force"
-    ]
-    has_checkpoints = run_dir.checkpoints.is_dir() and any(run_dir.checkpoints.glob("step_*"))
-    if resume == "auto" and changed and has_checkpoints and {"train", "distill"} & set(running):
+    if resume != "auto" or not {"train", "distill"} & set(running):
+        return
+    recorded = _newest_checkpoint_inputs(run_dir)
+    expected = _upstream_fingerprints(recipe)
+    changed = [name for name in expected if recorded and recorded.get(name) != expected[name]]
+    if changed:
         raise GlottaError(
-            f"the {changed[0]} stage will run again ({running[changed[0]]}), so the checkpoints in "
-            f"{run_dir.checkpoints} would be stale: they were trained from the old inputs. Start "
-            "over in this folder with `glotta run --no-resume` (deletes the checkpoints), or "
-            "keep them and use a new --run-dir"
+            f"the {changed[0]} stage will run again with other settings, so the checkpoints in "
+            f"{run_dir.checkpoints} would be stale: they were trained from the old "
+            f"{' and '.join(changed)}. Start over in this folder with `glotta run --no-resume` "
+            "(deletes the checkpoints), or keep them and use a new --run-dir"
         )
+
+
+def _upstream_fingerprints(recipe: Recipe) -> dict[str, str]:
+    """The corpus, tokenizer and shards fingerprints this recipe's stages will have."""
+    from glotta.corpus.stage import output_settings
+
+    corpus = chained_fingerprint(output_settings(recipe.corpus), [])
+    tokenizer = chained_fingerprint(recipe.tokenizer, [corpus])
+    return {
+        "corpus": corpus,
+        "tokenizer": tokenizer,
+        "shards": chained_fingerprint(recipe.pack, [tokenizer]),
+    }
+
+
+def _newest_checkpoint_inputs(run_dir: RunDir) -> dict | None:
+    """What the newest readable checkpoint was trained from (None: none, or none recorded)."""
+    for folder in sorted(run_dir.checkpoints.glob("step_*"), reverse=True):
+        try:
+            state = json.loads((folder / "trainer_state.json").read_text())
+            return (state.get("provenance") or {}).get("inputs")
+        except (OSError, ValueError, AttributeError):
+            continue  # damaged: the train stage names it and falls back
+    return None
 
 
 def run_recipe(

@@ -35,8 +35,8 @@ def _copy_run(tiny_run, tmp_path: Path, *folders: str) -> RunDir:
 @pytest.mark.parametrize(
     "change, named",
     [
-        ("corpus.valid_fraction=0.2", "the corpus stage will run again"),
-        ("tokenizer.vocab_size=600", "the tokenizer stage will run again"),
+        ("corpus.valid_fraction=0.2", "the corpus stage will run again with other settings"),
+        ("tokenizer.vocab_size=600", "the tokenizer stage will run again with other settings"),
     ],
 )
 def test_glotta_run_refuses_stale_checkpoints_before_any_stage_runs(
@@ -107,3 +107,13 @@ def test_safe_changes_are_allowed_recorded_and_shown_on_the_card(tiny_run, tmp_p
     assert "Training was interrupted and resumed: resumed at step 200 (" in text
     assert "max_steps 200 → 202" in text and "log_interval 5 → 1" in text
     assert "| precision | fp32 |" in text or "| precision | bf16 autocast |" in text
+
+
+def test_glotta_run_predicts_the_fingerprints_the_stages_write(tiny_run):
+    """The up-front refusal compares with fingerprints computed before any stage runs: they must
+    be the ones the stages then write, or every run with checkpoints would be refused."""
+    from glotta.pipeline import _upstream_fingerprints
+    from glotta.train.provenance import upstream_fingerprints
+
+    recipe, run_dir = tiny_run
+    assert _upstream_fingerprints(recipe) == upstream_fingerprints(run_dir)
