@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import sys
+import traceback
 import typing
 from pathlib import Path
 from typing import Any
@@ -128,7 +130,14 @@ def _resolve(args: argparse.Namespace) -> tuple[Recipe, RunDir]:
 
     recipe = _resolve_recipe(args)
     run_dir = RunDir(args.run_dir or default_run_dir(recipe))
-    if getattr(args, "recipe", None) is not None or args.overrides or _flag_overrides(args):
+    from glotta.validate import validate_recipe, writable_problem
+
+    if args.command != "run":
+        validate_recipe(recipe, run_dir.root, [args.command])
+    elif problem := writable_problem(run_dir.root):  # the rest once the plan is known
+        raise GlottaError(problem)
+    changed = getattr(args, "recipe", None) is not None or args.overrides or _flag_overrides(args)
+    if changed and args.command != "run":  # run_recipe saves it once the whole plan is checked
         save_recipe(recipe, run_dir)
     return recipe, run_dir
 
@@ -210,6 +219,8 @@ def cmd_eval(args):
     from glotta.evaluate.stage import evaluate_folders, format_table, run_eval
 
     if args.model:
+        from glotta.validate import check_model_folder
+
         if not args.text:
             raise GlottaError("--model needs --text FILE (a .txt or .jsonl file to evaluate on)")
         if args.run_dir:
@@ -217,6 +228,10 @@ def cmd_eval(args):
                 "--model evaluates folders on --text and --run-dir evaluates a run's own model: "
                 "give one of them (a run's export folder can be given as --model RUN_DIR/export)"
             )
+        if not args.text.is_file():
+            raise GlottaError(f"--text {args.text}: no such file")
+        for model in args.model:
+            check_model_folder(model, args.tokenizer)
         # the recipe, if given, brings its [eval] settings (context, stride, batch size)
         rows = evaluate_folders(args.model, args.text, _resolve_recipe(args).eval, args.tokenizer)
         print(json.dumps(rows, indent=2) if args.json else format_table(rows))
@@ -259,13 +274,18 @@ def cmd_eval_ner(args):
 
 def cmd_generate(args):
     from glotta.generate import generate_to_stdout
+    from glotta.validate import check_model_folder, generate_problems, raise_problems
 
     recipe = load_recipe(None, args.overrides)
     flags = _flag_overrides(args).get("generate", {})
     cfg = dataclasses.replace(recipe.generate, **flags)
+    raise_problems(generate_problems([], dataclasses.replace(recipe, generate=cfg)))
     model_dir = args.model or (args.run_dir / "export" if args.run_dir else None)
     if model_dir is None:
         raise GlottaError("give --model DIR (an exported folder or checkpoint) or --run-dir")
+    if args.run_dir and not args.model and not args.run_dir.is_dir():
+        raise GlottaError(f"--run-dir {args.run_dir}: no such folder")
+    check_model_folder(str(model_dir), args.tokenizer)
     generate_to_stdout(Path(model_dir), args.prompt or cfg.prompt, cfg, args.tokenizer)
 
 
@@ -281,7 +301,8 @@ def cmd_run(args):
     from glotta.pipeline import run_recipe
 
     recipe, run_dir = _resolve(args)
-    timings = run_recipe(recipe, run_dir, force=args.force)
+    resume = "never" if args.no_resume else "auto"
+    timings = run_recipe(recipe, run_dir, force=args.force, resume=resume)
     total = sum(timings.values())
     print(
         "stage times: "
@@ -296,6 +317,26 @@ def cmd_run(args):
         generate_to_stdout(
             export_dir, recipe.generate.prompt or recipe.recipe.widget_text, recipe.generate
         )
+
+
+def cmd_check(args):
+    from glotta.pipeline import default_run_dir
+    from glotta.runinfo import format_check
+
+    recipe = _resolve_recipe(args)
+    run_dir = RunDir(args.run_dir or default_run_dir(recipe))
+    text, problems = format_check(recipe, run_dir, force=args.force)
+    print(text)
+    if problems:
+        sys.exit(2)
+
+
+def cmd_status(args):
+    from glotta.runinfo import format_status
+
+    if args.run_dir is None:
+        raise GlottaError("give --run-dir DIR (the run to describe)")
+    print(format_status(RunDir(args.run_dir)))
 
 
 def cmd_trim_vocab(args):
@@ -318,11 +359,12 @@ def cmd_recipes(args):
     from importlib.resources import files
 
     if args.name:
-        if args.name not in shipped_recipes():
+        resource = files("glotta.recipes") / f"{args.name}.toml"
+        if not resource.is_file():
             raise GlottaError(
-                f"no shipped recipe {args.name!r}; the shipped ones: {', '.join(shipped_recipes())}"
+                f"no shipped recipe named {args.name!r}; shipped: {', '.join(shipped_recipes())}"
             )
-        print((files("glotta.recipes") / f"{args.name}.toml").read_text("utf-8"))
+        print(resource.read_text("utf-8"))
         return
     for name in shipped_recipes():
         recipe = load_recipe(name)
@@ -460,10 +502,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("run", cmd_run, "Run every stage in order, skipping finished ones.", [])
     p.add_argument("--force", action="store_true", help="Re-run stages even if complete.")
     p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="Train from scratch: delete the run's checkpoints instead of continuing them "
+        "(needed after changing the corpus, tokenizer or model/training settings of a run).",
+    )
+    p.add_argument(
         "--sample",
         action="store_true",
         help="Print a generated sample from the exported model at the end.",
     )
+    p = stage(
+        "check",
+        cmd_check,
+        "Check a recipe without running anything: print the resolved recipe, every problem "
+        "(exit status 2 if any), the stages `glotta run` would run and why, and the estimated "
+        "tokens and steps.",
+        [],
+    )
+    p.add_argument("--force", action="store_true", help="Plan as `glotta run --force` would.")
+    p = sub.add_parser(
+        "status",
+        help="Where a run stands: stages done, training step, best validation loss.",
+        description="Where a run stands: stages done, training step, best validation loss.",
+    )
+    p.add_argument("--run-dir", type=Path, help="The run directory to describe.")
+    p.set_defaults(func=cmd_status)
     p = stage(
         "trim-vocab",
         cmd_trim_vocab,
@@ -508,3 +572,24 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("glotta: interrupted", file=sys.stderr)
         sys.exit(130)
+    except PermissionError as exc:  # a folder or file the user cannot write or read
+        print(f"glotta: error: permission denied: {exc.filename or exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            _internal_error()
+        print(f"glotta: error: no space left on the device writing {exc.filename}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:
+        _internal_error()
+
+
+def _internal_error() -> None:
+    """Anything else is glotta's fault: the traceback, and a line that asks to report it."""
+    traceback.print_exc()
+    print(
+        "glotta: internal error: this is a bug in glotta, not a problem with your input; please "
+        f"report it with the command you ran and the traceback above (glotta {__version__})",
+        file=sys.stderr,
+    )
+    sys.exit(1)

@@ -84,6 +84,11 @@ class CorpusConfig:
     )
     min_chars: int = opt(20, "Drop documents shorter than this many characters after cleaning.")
     max_chars: int = opt(1_000_000, "Drop documents longer than this (0 = no limit).")
+    max_not_text_fraction: float = opt(
+        0.1,
+        "Drop documents (reason not_text) whose characters are more than this share U+FFFD "
+        "(invalid UTF-8) or control characters: binary data read as text (1 = keep all).",
+    )
     dedup: bool = opt(True, "Drop exact duplicates (compared after normalization).")
     valid_fraction: float = opt(0.005, "Fraction of documents assigned to the valid split.")
     test_fraction: float = opt(0.005, "Fraction of documents assigned to the test split.")

@@ -157,6 +157,14 @@ def generate_to_stdout(
     tokenizer = load_tokenizer(tokenizer_dir or model_dir)
     model = load_causal_lm(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
     eos_id = eos_id_of(tokenizer, model)
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    if cfg.max_new_tokens >= context:  # learned positions end there: say so instead of cutting
+        print(
+            f"glotta: notice: max_new_tokens {cfg.max_new_tokens} is beyond the model's context "
+            f"of {context} tokens; generating at most {context} minus the prompt's tokens",
+            file=sys.stderr,
+            flush=True,
+        )
     sys.stdout.write(prompt)
     sys.stdout.flush()
     pieces = []

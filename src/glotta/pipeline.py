@@ -11,6 +11,7 @@ recipe whose ``[ner]`` names a train_file fine-tunes the model for named entitie
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from glotta.config import Recipe, recipe_to_dict
+from glotta.errors import GlottaError
 from glotta.recipe import dump_toml
-from glotta.rundir import RunDir, is_complete, stage_fingerprint
+from glotta.rundir import MARKER, RunDir, chained_fingerprint, is_complete, stage_fingerprint
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Stage:
     # (config object, upstream stage folders) hashed into the stage's fingerprint; each stage's
     # entry function writes its marker from the same two things.
     fingerprint_inputs: Callable[[RunDir, Recipe], tuple[Any, list[Path]]]
-    run: Callable[[RunDir, Recipe], Any]
+    run: Callable[..., Any]  # (run_dir, recipe, resume) -> anything
     applies: Callable[[Recipe], bool] = lambda r: True  # e.g. distill replaces train
 
 
@@ -68,14 +70,14 @@ def _stages() -> list[Stage]:
             "train",
             lambda d, r: d.train,
             lambda d, r: (TrainStage(r.train, r.model), [d.shards]),
-            lambda d, r: run_train(r.train, r.model, d),
+            lambda d, r, resume="auto": run_train(r.train, r.model, d, resume=resume),
             applies=lambda r: not r.distill.teacher,
         ),
         Stage(
             "distill",
             lambda d, r: d.train,
             lambda d, r: (DistillStage(r.train, r.model, r.distill), [d.shards]),
-            lambda d, r: run_distill(r.distill, d, r.train, r.model),
+            lambda d, r, resume="auto": run_distill(r.distill, d, r.train, r.model, resume=resume),
             applies=lambda r: bool(r.distill.teacher),
         ),
         Stage(
@@ -112,8 +114,113 @@ def save_recipe(recipe: Recipe, run_dir: RunDir) -> None:
     (run_dir.root / "recipe.toml").write_text(dump_toml(recipe_to_dict(recipe)), encoding="utf-8")
 
 
-def run_recipe(recipe: Recipe, run_dir: RunDir, force: bool = False) -> dict[str, float]:
-    """Run all stages; returns seconds per stage (0 for skipped ones)."""
+# Which stages' outputs a stage reads: when one of them runs again, so must it.
+DEPENDS = {
+    "tokenizer": {"corpus"},
+    "pack": {"tokenizer"},
+    "train": {"pack"},
+    "distill": {"pack"},
+    "eval": {"train", "distill"},
+    "ner": {"train", "distill"},
+    "export": {"train", "distill", "eval", "ner"},
+}
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    name: str
+    runs: bool
+    reason: str  # why it runs, or "complete"
+
+
+def plan_stages(recipe: Recipe, run_dir: RunDir, force: bool = False) -> list[PlannedStage]:
+    """Which stages `glotta run` would run, and why, without running anything."""
+    plan: list[PlannedStage] = []
+    rerun: set[str] = set()
+    for stage in _stages():
+        if not stage.applies(recipe):
+            continue
+        folder = stage.folder(run_dir, recipe)
+        upstream = sorted(DEPENDS.get(stage.name, set()) & rerun)
+        if upstream:
+            reason = f"runs after {' and '.join(upstream)}"
+        elif not (folder / MARKER).is_file():
+            reason = "not run yet"
+        elif not is_complete(
+            folder, stage_fingerprint(*_flat(stage.fingerprint_inputs(run_dir, recipe)))
+        ):
+            reason = "settings changed since it ran (its own or an earlier stage's)"
+        elif force:
+            reason = "--force"
+        else:
+            plan.append(PlannedStage(stage.name, False, "complete"))
+            continue
+        rerun.add(stage.name)
+        plan.append(PlannedStage(stage.name, True, reason))
+    return plan
+
+
+def _flat(inputs: tuple[Any, list[Path]]) -> list[Any]:
+    config, upstream = inputs
+    return [config, *upstream]
+
+
+def check_before_running(
+    recipe: Recipe, run_dir: RunDir, plan: list[PlannedStage], resume: str = "auto"
+) -> None:
+    """Everything that can be known before the first stage runs: the recipe's problems, and
+    checkpoints that new inputs would make stale (refused now, not after hours of corpus work)."""
+    from glotta.validate import validate_recipe
+
+    running = {p.name: p.reason for p in plan if p.runs}
+    validate_recipe(recipe, run_dir.root, running)
+    if resume != "auto" or not {"train", "distill"} & set(running):
+        return
+    recorded = _newest_checkpoint_inputs(run_dir)
+    expected = _upstream_fingerprints(recipe)
+    changed = [name for name in expected if recorded and recorded.get(name) != expected[name]]
+    if changed:
+        raise GlottaError(
+            f"the {changed[0]} stage will run again with other settings, so the checkpoints in "
+            f"{run_dir.checkpoints} would be stale: they were trained from the old "
+            f"{' and '.join(changed)}. Start over in this folder with `glotta run --no-resume` "
+            "(deletes the checkpoints), or keep them and use a new --run-dir"
+        )
+
+
+def _upstream_fingerprints(recipe: Recipe) -> dict[str, str]:
+    """The corpus, tokenizer and shards fingerprints this recipe's stages will have."""
+    from glotta.corpus.stage import output_settings
+
+    corpus = chained_fingerprint(output_settings(recipe.corpus), [])
+    tokenizer = chained_fingerprint(recipe.tokenizer, [corpus])
+    return {
+        "corpus": corpus,
+        "tokenizer": tokenizer,
+        "shards": chained_fingerprint(recipe.pack, [tokenizer]),
+    }
+
+
+def _newest_checkpoint_inputs(run_dir: RunDir) -> dict | None:
+    """What the newest readable checkpoint was trained from (None: none, or none recorded)."""
+    for folder in sorted(run_dir.checkpoints.glob("step_*"), reverse=True):
+        try:
+            state = json.loads((folder / "trainer_state.json").read_text())
+            return (state.get("provenance") or {}).get("inputs")
+        except (OSError, ValueError, AttributeError):
+            continue  # damaged: the train stage names it and falls back
+    return None
+
+
+def run_recipe(
+    recipe: Recipe, run_dir: RunDir, force: bool = False, resume: str = "auto"
+) -> dict[str, float]:
+    """Run all stages; returns seconds per stage (0 for skipped ones).
+
+    ``resume`` goes to the train/distill stage: 'auto' continues its newest checkpoint when that
+    was trained from the same inputs (else it stops and says so), 'never' starts over.
+    """
+    check_before_running(recipe, run_dir, plan_stages(recipe, run_dir, force), resume)
     save_recipe(recipe, run_dir)
     timings: dict[str, float] = {}
     for stage in _stages():
@@ -127,6 +234,9 @@ def run_recipe(recipe: Recipe, run_dir: RunDir, force: bool = False) -> dict[str
             continue
         print(f"== {stage.name}", flush=True)
         start = time.perf_counter()
-        stage.run(run_dir, recipe)
+        if stage.name in ("train", "distill"):
+            stage.run(run_dir, recipe, resume)
+        else:
+            stage.run(run_dir, recipe)
         timings[stage.name] = time.perf_counter() - start
     return timings

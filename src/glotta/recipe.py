@@ -1,11 +1,8 @@
-"""Loading a recipe: a shipped name or a TOML file, ``--set`` overrides, and validation of the
-recipe as a whole before any stage runs.
+"""Loading a recipe: a shipped name or a TOML file, then ``--set`` overrides.
 
 :mod:`glotta.config` holds the dataclasses and checks each key on its own (names, types,
-choices); this module checks what spans keys and sections — the model family against its preset,
-widths, heads and objective (asked of :mod:`glotta.models`), the objective against the tokenizer,
-the distillation weights against the objective — and reports every problem at once, so a mistake
-costs seconds instead of the hours of corpus and tokenizer stages before it.
+choices); :mod:`glotta.validate` checks the recipe as a whole (ranges, every rule that spans keys
+and sections, the model family's own rules, files and folders) before any stage runs.
 """
 
 from __future__ import annotations
@@ -17,19 +14,15 @@ from typing import Any
 
 from glotta.config import (
     SECTIONS,
-    DistillConfig,
     Recipe,
-    TokenizerConfig,
-    TrainConfig,
     build_section,
 )
 from glotta.errors import GlottaError
 
-MLM_TOKENIZERS = ("wordpiece", "roberta-bpe")
-
 
 def recipe_from_dict(data: dict[str, Any], origin: str) -> Recipe:
-    """Build the recipe's sections, then validate it whole (:func:`recipe_problems`)."""
+    """Build the recipe's sections; each key is checked on its own (name, type, choices). The
+    rules between keys and sections are :func:`glotta.validate.recipe_problems`' job."""
     sections = {}
     for name, values in data.items():
         if name not in SECTIONS:
@@ -39,67 +32,7 @@ def recipe_from_dict(data: dict[str, Any], origin: str) -> Recipe:
         if not isinstance(values, dict):
             raise GlottaError(f"{origin}: '{name}' must be a table ([{name}]), not a value")
         sections[name] = build_section(SECTIONS[name], values, origin, name)
-    recipe = Recipe(**sections)
-    check_recipe(recipe, origin)
-    return recipe
-
-
-def check_recipe(recipe: Recipe, origin: str = "recipe") -> None:
-    """Raise one error that lists every problem of :func:`recipe_problems`."""
-    found = recipe_problems(recipe)
-    if len(found) == 1:
-        raise GlottaError(f"{origin}: {found[0]}")
-    if found:
-        raise GlottaError(
-            f"{origin}: {len(found)} problems:\n" + "\n".join(f"  - {p}" for p in found)
-        )
-
-
-def recipe_problems(recipe: Recipe) -> list[str]:
-    """Every rule that spans keys or sections, one message per broken rule, naming the keys."""
-    # Imported here: the model families import transformers, which `glotta --help` should not.
-    from glotta.models import model_setting_problems
-
-    found = model_setting_problems(recipe.model, recipe.train)
-    found += objective_problems(recipe.train, recipe.tokenizer)
-    if recipe.distill.teacher:
-        found += distill_setting_problems(recipe.distill, recipe.train)
-    return found
-
-
-def objective_problems(train: TrainConfig, tokenizer: TokenizerConfig) -> list[str]:
-    """Masked-LM pretraining needs a mask probability in (0, 1) and a tokenizer with mask,
-    classifier and separator tokens."""
-    found = []
-    if train.objective != "mlm":
-        return found
-    if not 0.0 < train.mlm_probability < 1.0:
-        found.append(f"train.mlm_probability = {train.mlm_probability} must be between 0 and 1")
-    if not (tokenizer.pretrained or tokenizer.kind in MLM_TOKENIZERS):
-        found.append(
-            "train.objective = 'mlm' needs a tokenizer with a mask token: set "
-            "tokenizer.kind = 'wordpiece' (BERT) or 'roberta-bpe' (RoBERTa), or "
-            f"tokenizer.pretrained (got tokenizer.kind = {tokenizer.kind!r})"
-        )
-    return found
-
-
-def distill_setting_problems(cfg: DistillConfig, train_cfg: TrainConfig) -> list[str]:
-    """The loss weights of the objective's distillation must be >= 0 and not all 0; T > 0."""
-    if train_cfg.objective == "mlm":
-        alphas = {"alpha_hidden": cfg.alpha_hidden, "alpha_attention": cfg.alpha_attention}
-    else:
-        alphas = {"alpha_ce": cfg.alpha_ce, "alpha_clm": cfg.alpha_clm, "alpha_cos": cfg.alpha_cos}
-    found = []
-    negative = [k for k, v in alphas.items() if v < 0]
-    if negative or not sum(alphas.values()) > 0:
-        found.append(
-            f"distill.{', '.join(negative) or 'alpha_*'}: the weights must be >= 0 and not all "
-            f"0 (got {alphas})"
-        )
-    if not cfg.temperature > 0:
-        found.append(f"distill.temperature = {cfg.temperature} must be positive")
-    return found
+    return Recipe(**sections)
 
 
 def shipped_recipes() -> list[str]:

@@ -126,6 +126,12 @@ def stage_fingerprint(config: Any, *upstream_dirs: Path) -> str:
             upstream.append(json.loads((stage_dir / MARKER).read_text())["fingerprint"])
         except (OSError, ValueError, KeyError):
             upstream.append("missing")
+    return chained_fingerprint(config, upstream)
+
+
+def chained_fingerprint(config: Any, upstream: list[str]) -> str:
+    """The fingerprint a stage with ``config`` gets after stages with ``upstream`` fingerprints
+    (lets `glotta run` know what the fingerprints will be before any stage has run)."""
     payload = json.dumps([dataclasses.asdict(config), upstream], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -106,7 +106,9 @@ def test_invalid_utf8_counted_in_stats(tmp_path):
     path.write_bytes(
         gzip.compress(b"A fine paragraph of text.\n\nBroken \xff bytes in this one.\n")
     )
-    stats = run_corpus(CorpusConfig(inputs=[str(path)], test_fraction=0), tmp_path / "c")
+    stats = run_corpus(
+        CorpusConfig(inputs=[str(path)], valid_fraction=0, test_fraction=0), tmp_path / "c"
+    )
     assert stats["invalid_utf8_replaced"] == 1
     texts = list(read_documents(tmp_path / "c" / "train.jsonl"))
     texts += list(read_documents(tmp_path / "c" / "valid.jsonl"))
@@ -119,7 +121,9 @@ def test_empty_after_cleaning_fails_and_leaves_nothing(tmp_path):
     out = tmp_path / "corpus"
     # a finished earlier run must not survive next to the failed one
     (tmp_path / "ok.txt").write_text("A long enough paragraph of text for the corpus.")
-    run_corpus(CorpusConfig(inputs=[str(tmp_path / "ok.txt")], test_fraction=0), out)
+    run_corpus(
+        CorpusConfig(inputs=[str(tmp_path / "ok.txt")], valid_fraction=0, test_fraction=0), out
+    )
     assert (out / MARKER).exists()
 
     with pytest.raises(GlottaError) as info:
@@ -165,7 +169,9 @@ def test_real_russian_corpus_from_package(tmp_path):
 def test_wiki40b_markup_in_stage(tmp_path):
     article = "\n_START_ARTICLE_\nMalmö\n_START_PARAGRAPH_\nEn stad i Skåne._NEWLINE_Vid Öresund."
     write_jsonl(tmp_path / "w.jsonl", [article])
-    cfg = CorpusConfig(inputs=[str(tmp_path / "w.jsonl")], markup="wiki40b", test_fraction=0)
+    cfg = CorpusConfig(
+        inputs=[str(tmp_path / "w.jsonl")], markup="wiki40b", valid_fraction=0, test_fraction=0
+    )
     run_corpus(cfg, tmp_path / "c")
     texts = [t for s in ("train", "valid") for t in read_documents(tmp_path / "c" / f"{s}.jsonl")]
     assert texts == ["Malmö\n\nEn stad i Skåne.\nVid Öresund."]

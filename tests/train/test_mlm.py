@@ -262,8 +262,8 @@ def test_masks_depend_on_seed_step_and_global_row_only(tokenizers):
         (
             ['train.objective="mlm"'],
             # every problem at once: the family and the tokenizer
-            r"2 problems:\n  - train\.objective = 'mlm' does not train model\.arch = 'gpt2' "
-            r".*use model\.arch = 'bert' or 'roberta'\)\n  - .*needs a tokenizer with a mask",
+            r"2 problems, fix them all:\n  train\.objective = 'mlm' does not train model\.arch = "
+            r"'gpt2' .*use model\.arch = 'bert' or 'roberta'\)\n  .*needs a tokenizer with a mask",
         ),
         (
             ['model.arch="bert"'],
@@ -275,14 +275,16 @@ def test_masks_depend_on_seed_step_and_global_row_only(tokenizers):
         ),
         (
             ['model.arch="bert"', 'train.objective="mlm"', "train.mlm_probability=1.5"],
-            r"train\.mlm_probability = 1\.5 must be between 0 and 1",
+            r"train\.mlm_probability = 1\.5 must be in \(0, 1\)",
         ),
     ],
 )
 def test_objective_architecture_and_tokenizer_must_agree(overrides, message):
+    from glotta.validate import validate_recipe
+
     with pytest.raises(GlottaError, match=message):
-        load_recipe("demo", overrides)
-    assert load_recipe("demo-bert").train.objective == "mlm"
+        validate_recipe(load_recipe("demo", overrides), stages=[])
+    validate_recipe(load_recipe("demo-bert"), stages=[])
 
 
 def test_bert_presets_have_the_published_sizes_and_tied_output_weights():

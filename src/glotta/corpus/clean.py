@@ -11,6 +11,8 @@ import re
 import unicodedata
 
 DROP_REASONS_CLEAN = ("empty", "too_short", "too_long")
+# A file whose first 64 KB are more than this share NUL, control or invalid bytes is not text.
+BINARY_FILE_SHARE = 0.3
 
 # Line and paragraph separators other than \n: fold them into \n so paragraph structure survives.
 # (\x0b vertical tab, \x0c form feed, \x85 next line, U+2028 line / U+2029 paragraph separator.)
@@ -48,6 +50,26 @@ def clean_text(text: str, normalization: str = "NFC") -> str:
     if "\n\n\n" in text:
         text = _BLANK_LINES.sub("\n\n", text)
     return text.strip()
+
+
+def not_text_fraction(text: str) -> float:
+    """Share of U+FFFD replacement and control characters: binary data read as text is full of
+    them, real text (even with a few bad bytes) almost never."""
+    if not text:
+        return 0.0
+    bad = text.count("\ufffd")
+    if _CONTROL.search(text):  # most documents have none; skip the counting scan
+        bad += len(_CONTROL.findall(text))
+    return bad / len(text)
+
+
+def binary_share(head: bytes) -> float:
+    """Share of the first bytes of a file that are NUL, C0 controls or invalid UTF-8."""
+    if not head:
+        return 0.0
+    text = head.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") + len(_CONTROL.findall(text))
+    return bad / len(text)
 
 
 def length_drop_reason(text: str, min_chars: int, max_chars: int) -> str | None:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from glotta.config import CorpusConfig
-from glotta.corpus.clean import clean_text, length_drop_reason
+from glotta.corpus.clean import clean_text, length_drop_reason, not_text_fraction
 from glotta.corpus.language import LanguageFilter
 from glotta.corpus.markup import convert_markup
 from glotta.corpus.near_dedup import MinHasher
@@ -72,6 +72,10 @@ class DocumentProcessor:
         if raw.skip:
             return result
         result.bytes_in = len(raw.text.encode("utf-8"))
+        if not_text_fraction(raw.text) > cfg.max_not_text_fraction:
+            return self._drop(result, "not_text", raw.text)
+        if "\x00" in raw.text:  # removed by cleaning below, but counted: they hint at binary
+            result.events["nul_characters_removed"] += raw.text.count("\x00")
         markup = raw.markup if raw.markup is not None else cfg.markup
         text = clean_text(convert_markup(raw.text, markup, raw.title), cfg.normalization)
         text, removed = remove_boilerplate_lines(text, self.boilerplate)

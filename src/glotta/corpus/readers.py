@@ -24,6 +24,7 @@ from typing import BinaryIO
 import zstandard
 
 from glotta.config import CorpusConfig
+from glotta.corpus.clean import BINARY_FILE_SHARE, binary_share
 from glotta.corpus.inputs import Source, open_binary, resolve_inputs
 from glotta.corpus.records import RawDocument, decoded_lines, warn_skip
 from glotta.errors import GlottaError
@@ -56,6 +57,25 @@ def _generate(cfg: CorpusConfig, sources: list[Source]) -> Iterator[RawDocument]
             yield from _read_text_file(cfg, source, warned)
 
 
+def _refuse_binary(path, fh: BinaryIO) -> None:
+    """A file that is mostly binary is a mistake in corpus.inputs, not a source of documents.
+
+    The first 64 KB (after decompression) are peeked at, so nothing is consumed.
+    """
+    try:
+        head = fh.peek(1 << 16)[: 1 << 16] if hasattr(fh, "peek") else b""
+    except Exception:  # a damaged archive: the guarded reading loop below reports it
+        head = b""
+    share = binary_share(head)
+    if share > BINARY_FILE_SHARE:
+        fh.close()
+        raise GlottaError(
+            f"{path} is not UTF-8 text: {share:.0%} of its first {len(head):,} bytes are NUL, "
+            "control characters or invalid UTF-8 (binary data, or another encoding such as "
+            "UTF-16); remove it from corpus.inputs or convert it to UTF-8"
+        )
+
+
 def _read_text_file(cfg: CorpusConfig, source: Source, warned: Counter) -> Iterator[RawDocument]:
     path = source.path
     reader = {
@@ -69,6 +89,7 @@ def _read_text_file(cfg: CorpusConfig, source: Source, warned: Counter) -> Itera
         fh = open_binary(path)
     except OSError as exc:
         raise GlottaError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    _refuse_binary(path, fh)
     # Decompression errors only show up while reading, so the whole loop is guarded; exceptions
     # raised by the consumer of this generator do not pass through here.
     with fh:

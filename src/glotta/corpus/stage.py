@@ -40,6 +40,7 @@ from glotta.rundir import begin_stage, mark_complete, stage_fingerprint, write_j
 DROP_REASONS = (
     *READER_SKIP_REASONS,
     *DROP_REASONS_CLEAN,
+    "not_text",
     "language",
     *QUALITY_DROP_REASONS,
     "duplicate",
@@ -67,6 +68,8 @@ _ADVICE = {
     "disambiguation": "the dump holds only disambiguation pages; use a *-pages-articles* dump",
     "near_duplicate": "raise corpus.near_dedup_threshold or set corpus.near_dedup = false",
     "language": "check corpus.languages or lower corpus.language_threshold",
+    "not_text": "the inputs hold binary data or text in another encoding (convert it to UTF-8), "
+    "or raise corpus.max_not_text_fraction",
     **{reason: _QUALITY_ADVICE for reason in QUALITY_DROP_REASONS},
 }
 
@@ -123,6 +126,7 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
             counts = _consume(cfg, processed, writers)
         if writers["train"].documents == 0:
             raise GlottaError(_empty_message(cfg, counts, writers))
+        _check_held_out(cfg, writers)
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -293,6 +297,18 @@ def format_summary(stats: dict[str, Any]) -> str:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
+
+
+def _check_held_out(cfg: CorpusConfig, writers: dict) -> None:
+    """An empty valid or test split fails here, not hours later in training or evaluation."""
+    kept = sum(w.documents for w in writers.values())
+    for split, fraction in (("valid", cfg.valid_fraction), ("test", cfg.test_fraction)):
+        if fraction > 0 and writers[split].documents == 0:
+            raise GlottaError(
+                f"corpus: the {split} split is empty ({kept:,} documents kept, corpus."
+                f"{split}_fraction = {fraction:g}); training and evaluation need held-out text: "
+                f"raise corpus.{split}_fraction (e.g. 0.1 for a small corpus) or add text"
+            )
 
 
 def _empty_message(cfg: CorpusConfig, counts: dict, writers: dict) -> str:

@@ -106,7 +106,10 @@ def plan_trim(
             f"{tokenizer_file}: vocabulary trimming supports WordPiece tokenizers (BERT, mBERT), "
             f"not {spec['model']['type']}"
         )
-    counts = count_token_ids(Tokenizer.from_file(str(tokenizer_file)), texts)
+    counter = Tokenizer.from_file(str(tokenizer_file))
+    counter.no_truncation()  # count every token of a document, not the first 128
+    counter.no_padding()
+    counts = count_token_ids(counter, texts)
     if not counts:
         raise GlottaError("the corpus for vocabulary trimming is empty: give --input files")
     special = {token["id"] for token in spec["added_tokens"]}

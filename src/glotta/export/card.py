@@ -128,13 +128,37 @@ def _model_index(info, results: dict, task: tuple[str, str], metrics: list[tuple
     ]
 
 
+def _file_name(path: str) -> str:
+    """An input as the card shows it: its file name, not the absolute path on the machine that
+    trained the model (which says nothing to a reader and may say too much about its owner)."""
+    if "://" in path and not path.startswith("pkg://"):
+        return path
+    return Path(path).name or path
+
+
+def baseline_warning(results: dict) -> str | None:
+    """A warning when the model's held-out loss is no better than the unigram baseline's."""
+    rows = results.get("rows", [])
+    model = next((r for r in rows if r.get("kind") == "model"), None)
+    baseline = next((r for r in rows if r.get("kind") == "baseline"), None)
+    if not model or not baseline or "loss" not in model or "loss" not in baseline:
+        return None
+    if model["loss"] < baseline["loss"]:
+        return None
+    return (
+        f"this model does not beat the unigram baseline on the held-out {results.get('split', 'test')} "
+        f"split (perplexity {model['perplexity']:.2f} vs {baseline['perplexity']:.2f}): it has "
+        "learned no more than how often each token occurs; train longer or on more text"
+    )
+
+
 def _data_section(stats: dict) -> str:
     if not stats:
         return "No corpus statistics were recorded."
     splits = stats.get("splits", {})
     lines = [
         f"Read {stats.get('documents_in', 0):,} documents ({stats.get('bytes_in', 0):,} bytes of "
-        f"UTF-8) from: {', '.join(f'`{i}`' for i in stats.get('inputs', [])) or 'the recipe inputs'}.",
+        f"UTF-8) from: {', '.join(f'`{_file_name(i)}`' for i in stats.get('inputs', [])) or 'the recipe inputs'}.",
         "",
         table(
             ["split", "documents", "bytes"],
@@ -258,7 +282,8 @@ def _training_section(train_config: dict) -> str:
             f"{t.get('decay')} decay to {t.get('min_lr_ratio')} × peak",
         ],
         ["gradient clipping", t.get("grad_clip")],
-        ["precision", t.get("precision")],
+        # What ran, not the setting: 'auto' became bf16 autocast or fp32 on the hardware used.
+        ["precision", train_config.get("precision_used") or t.get("precision")],
         ["seed", t.get("seed")],
     ]
     # Later phases (e.g. a longer context): one row each, from the plans the trainer wrote.
@@ -274,6 +299,31 @@ def _training_section(train_config: dict) -> str:
             ]
         )
     return table(["setting", "value"], rows)
+
+
+def _sessions_note(history_path: Path | None) -> str:
+    """Resumed sessions and the settings changed at each (RUN_DIR/train/history.jsonl)."""
+    if history_path is None or not Path(history_path).is_file():
+        return ""
+    notes = []
+    for line in Path(history_path).read_text(encoding="utf-8").splitlines():
+        try:
+            session = json.loads(line)
+        except ValueError:
+            continue
+        if not session.get("resumed_from"):
+            notes = []  # a fresh start: earlier sessions trained other weights
+            continue
+        changes = ", ".join(
+            f"{key.split('.', 1)[-1]} {old} → {new}"
+            for key, (old, new) in session.get("changed", {}).items()
+        )
+        notes.append(
+            f"resumed at step {session.get('step')}" + (f" ({changes})" if changes else "")
+        )
+    if not notes:
+        return ""
+    return "\n\nTraining was interrupted and resumed: " + "; ".join(notes) + "."
 
 
 def _compute_section(train_config: dict, summary: dict) -> str:
@@ -294,6 +344,13 @@ def _compute_section(train_config: dict, summary: dict) -> str:
 
 
 def _results_section(results: dict) -> str:
+    warning = baseline_warning(results)
+    if warning:
+        return f"> **Warning:** {warning}.\n\n" + _results_table(results)
+    return _results_table(results)
+
+
+def _results_table(results: dict) -> str:
     rows = results.get("rows", [])
     if not rows and not results.get("agreement"):
         return "The model was not evaluated."
@@ -491,7 +548,8 @@ def render_card(
         data_section=_data_section(corpus_stats),
         tokenizer_section=_tokenizer_section(tokenizer_stats),
         architecture_section=_architecture_section(train_config, summary),
-        training_section=_training_section(train_config),
+        training_section=_training_section(train_config)
+        + _sessions_note(run_dir_files.get("train_history")),
         distill_section=distill_section(distill, comparison),
         loss_curve=loss_curve,
         compute_section=_compute_section(train_config, summary),

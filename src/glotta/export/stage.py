@@ -12,7 +12,10 @@ leaves a folder that looks publishable.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -26,7 +29,7 @@ from transformers import (
 
 from glotta.config import ExportConfig, GenerateConfig, RecipeInfo
 from glotta.errors import GlottaError
-from glotta.export.card import plot_loss_curve, read_metrics, render_card
+from glotta.export.card import baseline_warning, plot_loss_curve, read_metrics, render_card
 from glotta.models import has_masked_lm_head, is_masked_lm
 from glotta.rundir import (
     MARKER,
@@ -64,6 +67,13 @@ def generation_config(gen: GenerateConfig, eos_id: int) -> GenerationConfig:
         eos_token_id=eos_id,
         pad_token_id=eos_id,
     )
+
+
+def _read_results(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def export_upstream(run_dir: RunDir) -> list[Path]:
@@ -106,6 +116,7 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
             "tokenizer_stats": run_dir.tokenizer / "stats.json",
             "train_config": run_dir.train / "train_config.json",
             "train_summary": run_dir.train / "summary.json",
+            "train_history": run_dir.train / "history.jsonl",
             "eval_results": run_dir.eval / "results.json",
             "ner_results": run_dir.eval / "ner.json",
         },
@@ -115,6 +126,15 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
         "loss_curve.png" if has_curve else "",
     )
     (partial / "README.md").write_text(card, encoding="utf-8")
+    warning = baseline_warning(_read_results(run_dir.eval / "results.json"))
+    if warning:
+        print(f"glotta: warning: {warning}", file=sys.stderr, flush=True)
+    # Ordinary modes (safetensors writes 0600): the folder is meant to be shared and uploaded.
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in partial.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
     mark_complete(
         partial,
         "export",

@@ -65,7 +65,12 @@ def load_tokenizer(folder: Path | str) -> Tokenizer:
     path = Path(folder) / "tokenizer.json"
     if not path.is_file():
         raise GlottaError(f"{folder} has no tokenizer.json; pass --tokenizer DIR")
-    return Tokenizer.from_file(str(path))
+    tokenizer = Tokenizer.from_file(str(path))
+    # Scoring and generation see whole texts: the file's own truncation and padding (kept in the
+    # exported tokenizer for its users) would cut documents and score pad tokens.
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
 
 
 def eos_id_of(tokenizer: Tokenizer, model) -> int:

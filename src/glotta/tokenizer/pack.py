@@ -63,6 +63,10 @@ def load_trained_tokenizer(tokenizer_dir: Path) -> tuple[Tokenizer, str, int]:
     if not path.is_file():
         raise GlottaError(f"{tokenizer_dir} has no tokenizer.json; run `glotta tokenizer` first")
     tokenizer = Tokenizer.from_file(str(path))
+    # A pretrained tokenizer.json may truncate and pad (sentence-transformers set both to 128):
+    # settings for its users, not for data. Shards hold every token of every document.
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
     eos = None
     config_path = tokenizer_dir / "tokenizer_config.json"
     if config_path.is_file():

@@ -156,6 +156,8 @@ def _train_and_measure(
     """
     stats = train_tokenizer(cfg, texts, out_dir)
     tokenizer = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
+    tokenizer.no_truncation()  # fertility counts every token (a pretrained file may truncate)
+    tokenizer.no_padding()
     fertility_split, fertility_texts = fertility_text()
     stats["fertility"] = {"split": fertility_split, **fertility(tokenizer, fertility_texts)}
     write_json_atomic(out_dir / TRAINING_STATS_FILE, stats)

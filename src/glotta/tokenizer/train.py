@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +55,29 @@ T = TypeVar("T")
 
 SENTENCEPIECE_FILE = "sentencepiece.model"  # the sentencepiece model a unigram tokenizer came from
 TRAINING_STATS_FILE = "stats.json"
+
+
+# HF tokenizers' trainers pre-tokenize a whole text at once and keep every split with its
+# offsets: one 50 MB line took 7.4 GB. Pieces of at most this many characters, cut at a space or
+# line break where there is one, bound that (word counts change only for words cut by a piece
+# border, which in spaced scripts never happens).
+TRAINING_PIECE_CHARS = 100_000
+
+
+def training_pieces(texts: Iterable[str], max_chars: int | None = None) -> Iterator[str]:
+    """Texts for the tokenizer trainer, long ones cut into pieces of at most ``max_chars``."""
+    limit = max_chars or TRAINING_PIECE_CHARS
+    for text in texts:
+        start = 0
+        while len(text) - start > limit:
+            end = start + limit
+            cut = max(
+                text.rfind(" ", start + limit // 2, end), text.rfind("\n", start + limit // 2, end)
+            )
+            end = cut + 1 if cut > 0 else end
+            yield text[start:end]
+            start = end
+        yield text[start:] if start else text
 
 
 def reservoir_sample(items: Iterable[T], k: int, seed: int) -> tuple[list[T], int]:
@@ -251,7 +274,7 @@ def _train_wordpiece(cfg: TokenizerConfig, texts: list[str], roles: dict[str, An
         continuing_subword_prefix="##",
         show_progress=False,
     )
-    tokenizer.train_from_iterator(texts, trainer, length=len(texts))
+    tokenizer.train_from_iterator(training_pieces(texts), trainer)
     cls, sep = roles["cls"], roles["sep"]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}",
@@ -273,7 +296,7 @@ def _train_roberta_bpe(cfg: TokenizerConfig, texts: list[str], roles: dict[str, 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(texts, trainer, length=len(texts))
+    tokenizer.train_from_iterator(training_pieces(texts), trainer)
     # As RoBERTa: "a <mask>" encodes as "a" + <mask>, so the mask stands for "Ġword".
     tokenizer.add_special_tokens([AddedToken(roles["mask"], lstrip=True, special=True)])
     cls, sep = roles["cls"], roles["sep"]
@@ -339,7 +362,7 @@ def _train_bpe(cfg: TokenizerConfig, texts: list[str], roles: dict[str, Any]) ->
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(texts, trainer, length=len(texts))
+    tokenizer.train_from_iterator(training_pieces(texts), trainer)
     return tokenizer
 
 

@@ -8,12 +8,20 @@ train/checkpoints/
     config.json               \ a Hugging Face model folder: from_pretrained loads it as is
     model.safetensors         /
     training_state.pt         optimizer + scheduler + RNG tensors; loaded with weights_only=True
-    trainer_state.json        step, tokens seen, data position, elapsed time
+    trainer_state.json        step, tokens seen, data position, elapsed time, provenance
+    manifest.json             size and SHA-256 of every other file, written last
 ```
 
 A checkpoint is written into a hidden ``.partial`` folder, fsynced and renamed, and only then named
 in ``LATEST``; a crash during a save leaves the previous checkpoint untouched. The newest
 ``keep`` checkpoints and the one named in ``BEST`` are kept.
+
+A checkpoint is verified against its manifest before it is resumed (a disk that filled up, a copy
+cut short, a file edited by hand). A damaged newest checkpoint is moved aside to
+``damaged-step_...`` (never deleted: it may be the only copy of weeks of training) and the
+newest intact one is resumed; when none is intact the run stops with a message that names each
+problem. Damaged folders no longer count among the ``keep`` newest, so pruning never removes an
+intact checkpoint because of them.
 
 The optimizer state is saved with ``torch.distributed.checkpoint``'s state-dict helpers, keyed
 by parameter name, so the same file loads under one process, DDP or FSDP2 (where each process
@@ -22,9 +30,13 @@ holds a shard and the helpers gather and scatter the full state).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import struct
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +49,16 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from glotta.rundir import latest_checkpoint
+from glotta.errors import GlottaError
 
 TRAINING_STATE = "training_state.pt"
 TRAINER_STATE = "trainer_state.json"
+WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
 BEST = "BEST"
+# What a checkpoint needs to be resumed (generation_config.json etc. are optional).
+REQUIRED = ("config.json", WEIGHTS, TRAINING_STATE, TRAINER_STATE)
+DAMAGED_PREFIX = "damaged-"
 
 
 def _options(sharded: bool) -> StateDictOptions:
@@ -102,6 +119,7 @@ def save_checkpoint(
         partial / TRAINING_STATE,
     )
     (partial / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2))
+    _write_manifest(partial)
     _fsync_tree(partial)
     if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
         shutil.rmtree(final)
@@ -122,6 +140,144 @@ def _prune(checkpoints_dir: Path, keep: int, newest: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """A truncated safetensors file is shorter than its header says (checked without loading)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(header_len)) if 8 + header_len <= size else None
+    except (OSError, ValueError, struct.error):
+        return f"{path.name} cannot be read"
+    if header is None:
+        return f"{path.name} is cut short ({size} bytes)"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if size < 8 + header_len + end:
+        return f"{path.name} is cut short ({size} of {8 + header_len + end} bytes)"
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint folder cannot be resumed, or None when it is intact.
+
+    Checkpoints with a manifest are checked file by file (size and SHA-256); older ones without
+    one are checked for their files, a readable trainer state and complete tensor files.
+    """
+    if not path.is_dir():
+        return "the folder is missing"
+    manifest = path / MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())["files"]
+            records = {name: (int(r["bytes"]), str(r["sha256"])) for name, r in files.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return f"{MANIFEST} is not readable JSON"
+        for name in REQUIRED:
+            if name not in records:
+                return f"{MANIFEST} does not list {name}"
+        for name, (size, digest) in records.items():
+            file = path / name
+            if not file.is_file():
+                return f"{name} is missing"
+            if file.stat().st_size != size:
+                return f"{name} has {file.stat().st_size} bytes, {size} were written"
+            if _sha256(file) != digest:
+                return f"{name} differs from what was written (SHA-256 mismatch)"
+    else:
+        for name in REQUIRED:
+            if not (path / name).is_file():
+                return f"{name} is missing"
+        problem = _safetensors_problem(path / WEIGHTS)
+        if problem:
+            return problem
+        if not zipfile.is_zipfile(path / TRAINING_STATE):  # torch.save writes a zip archive
+            return f"{TRAINING_STATE} is cut short or not a torch file"
+    try:
+        state = json.loads((path / TRAINER_STATE).read_text())
+        int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{TRAINER_STATE} is not readable JSON with a step"
+    return None
+
+
+def _step_folders(checkpoints_dir: Path) -> list[Path]:
+    return sorted((p for p in checkpoints_dir.glob("step_*") if p.is_dir()), reverse=True)
+
+
+def find_resume_checkpoint(checkpoints_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest intact checkpoint, and the damaged ones newer than it (with their problem).
+
+    LATEST names the newest checkpoint, but it is not trusted alone: an empty or garbled LATEST,
+    or one that names a deleted folder, must not turn a resume into a silent restart from step
+    0. Every ``step_*`` folder is a candidate, newest first. Raises GlottaError when checkpoints
+    exist but none is intact.
+    """
+    if not checkpoints_dir.is_dir():
+        return None, []
+    damaged: list[tuple[Path, str]] = []
+    for candidate in _step_folders(checkpoints_dir):
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            return candidate, damaged
+        damaged.append((candidate, problem))
+    pointer = checkpoints_dir / "LATEST"
+    named = pointer.read_text(errors="replace").strip() if pointer.is_file() else ""
+    if named.startswith("step_") and not (checkpoints_dir / named).is_dir() and not damaged:
+        raise GlottaError(
+            f"{pointer} names {named}, which is gone, and no other checkpoint is left in "
+            f"{checkpoints_dir}; restore it, or start over with --no-resume"
+        )
+    if damaged:
+        problems = "; ".join(f"{p.name}: {why}" for p, why in damaged)
+        raise GlottaError(
+            f"no intact checkpoint to resume in {checkpoints_dir} ({problems}); restore the "
+            "files from a copy, or start over with --no-resume (which deletes them)"
+        )
+    return None, []
+
+
+def set_aside_damaged(damaged: list[tuple[Path, str]], resumed: Path) -> list[str]:
+    """Rename damaged checkpoints to ``damaged-step_...`` and say so; returns the notes logged.
+
+    Renamed, not deleted: the user decides. Renamed, so that pruning and LATEST ignore them and
+    a re-save of the same step does not collide with them.
+    """
+    notes = []
+    for path, problem in damaged:
+        target = path.with_name(DAMAGED_PREFIX + path.name)
+        suffix = 1
+        while target.exists():
+            suffix += 1
+            target = path.with_name(f"{DAMAGED_PREFIX}{path.name}.{suffix}")
+        os.replace(path, target)
+        notes.append(
+            f"checkpoint {path.name} is damaged ({problem}); moved to {target.name}, resuming "
+            f"from the newest intact one, {resumed.name}"
+        )
+    for note in notes:
+        print(f"glotta: warning: {note}", file=sys.stderr, flush=True)
+    if notes:
+        _write_pointer(resumed.parent, "LATEST", resumed.name)
+    return notes
+
+
 def read_trainer_state(path: Path) -> dict[str, Any]:
     """Step, tokens seen, phase, data position... of a checkpoint (no tensors loaded)."""
     return json.loads((path / TRAINER_STATE).read_text())
@@ -129,14 +285,22 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
 
 def load_weights(path: Path, model: torch.nn.Module) -> None:
     """Load a checkpoint's weights into an unsharded model of the same shape."""
-    state = load_file(path / "model.safetensors")
+    try:
+        state = load_file(path / WEIGHTS)
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise GlottaError(
+            f"{path / WEIGHTS} cannot be read ({exc}); restore it or start over with --no-resume"
+        ) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Tied output embeddings (GPT-2's lm_head.weight, BERT's cls.predictions.decoder.weight and
     # .bias) are saved once by save_pretrained; anything else missing is a bug.
     tied = {"lm_head.weight", *(getattr(model, "_tied_weights_keys", None) or {})}
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
-        raise RuntimeError(f"checkpoint {path} does not match the model: {missing} {unexpected}")
+        raise GlottaError(
+            f"checkpoint {path} does not match the model of this recipe (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); start over with --no-resume, or use a new --run-dir"
+        )
 
 
 def read_training_state(path: Path) -> dict[str, Any]:
@@ -163,7 +327,3 @@ def restore_rng(training: dict[str, Any]) -> None:
     torch.set_rng_state(training["rng"]["torch"])
     if "cuda" in training["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(training["rng"]["cuda"])
-
-
-def find_resume_checkpoint(checkpoints_dir: Path) -> Path | None:
-    return latest_checkpoint(checkpoints_dir)

@@ -21,6 +21,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import shutil
 import signal
 import time
@@ -51,7 +52,7 @@ from glotta.rundir import (
     stage_fingerprint,
     write_json_atomic,
 )
-from glotta.train import checkpoint
+from glotta.train import checkpoint, provenance
 from glotta.train.data import BlockDataset, DataPosition, EpochSampler, rank_slice
 from glotta.train.distributed import Dist, all_reduce_sum, barrier, setup, teardown
 from glotta.train.fused_loss import supports_fused_head
@@ -236,11 +237,10 @@ def run_train(
     meta = read_shard_meta(run_dir)
     ctx = setup(cfg.device)
     try:
-        fingerprint = stage_fingerprint(settings, run_dir.shards)
         objective = objective or Objective()
         model_setup = model_setup or TrainingSetup()
         return _train(
-            cfg, model_cfg, run_dir, resume, meta, ctx, objective, model_setup, stage, fingerprint
+            cfg, model_cfg, run_dir, resume, meta, ctx, objective, model_setup, stage, settings
         )
     finally:
         teardown()
@@ -256,6 +256,7 @@ class RunProgress:
     last_loss: float = float("nan")
     val_loss: float | None = None
     best_val_loss: float | None = None
+    provenance: dict = dataclasses.field(default_factory=dict)  # what the weights come from
 
 
 @dataclasses.dataclass
@@ -281,8 +282,9 @@ def _train(
     objective: Objective,
     model_setup: TrainingSetup,
     stage: str,
-    fingerprint: str,
+    settings,
 ) -> dict:
+    fingerprint = stage_fingerprint(settings, run_dir.shards)
     if ctx.is_main:
         begin_stage(run_dir.train)
     torch.manual_seed(cfg.seed)
@@ -323,18 +325,25 @@ def _train(
         model_cfg, cfg.objective, meta["vocab_size"], phases[0].block_size, special_ids, ctx
     )
     run = RunProgress()
-    resume_from = checkpoint.find_resume_checkpoint(run_dir.checkpoints)
-    if resume == "always" and resume_from is None:
-        raise GlottaError(f"--resume: no checkpoint in {run_dir.checkpoints}")
+    resume_from, damaged = None, []
     if resume == "never":
         if ctx.is_main:
             shutil.rmtree(run_dir.checkpoints, ignore_errors=True)  # a fresh start forgets
         barrier(ctx)
-        resume_from = None
+    else:  # the newest intact checkpoint; damaged newer ones are named and set aside below
+        resume_from, damaged = checkpoint.find_resume_checkpoint(run_dir.checkpoints)
+    if resume == "always" and resume_from is None:
+        raise GlottaError(f"--resume: no checkpoint in {run_dir.checkpoints}")
+    record = provenance.provenance(settings, run_dir)
+    changed, notes = {}, []
     resume_point = None
     if resume_from is not None:
         resume_state = checkpoint.read_trainer_state(resume_from)
         model_setup.check_resume(resume_state.get("objective", {}))
+        changed = provenance.check_resume(resume_state.get("provenance"), record, resume_from)
+        barrier(ctx)  # every process has picked its checkpoint before damaged ones move
+        if ctx.is_main:
+            notes = checkpoint.set_aside_damaged(damaged, resume_from)
         resume_point = ResumePoint(
             resume_from, resume_state, checkpoint.read_training_state(resume_from)
         )
@@ -352,6 +361,9 @@ def _train(
         checkpoint.restore_rng(resume_point.training)
         if ctx.is_main:
             print(f"glotta: resuming from {resume_from} (step {run.step})", flush=True)
+    run.provenance = record
+    if ctx.is_main:
+        provenance.record_session(run_dir.train, resume_from, run.step, changed, notes, cfg)
     if cfg.activation_checkpointing:
         options = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
@@ -580,6 +592,7 @@ def _trainer_state(
         "last_train_loss": run.last_loss,
         "val_loss": run.val_loss,
         "best_val_loss": run.best_val_loss,
+        "provenance": run.provenance,
     }
 
 
@@ -613,7 +626,8 @@ class MetricsLog:
     """Metrics as JSON lines (for the model card's loss curve) and as a TensorBoard log.
 
     On resume, lines logged after the checkpoint's step (by the run that crashed) are dropped,
-    so the curve has exactly one value per step.
+    so the curve has exactly one value per step; a line cut short by a crash is dropped too. A
+    fresh start keeps an earlier log as metrics.jsonl.N instead of overwriting it.
     """
 
     def __init__(self, folder: Path, enabled: bool, resume_step: int = 0):
@@ -622,14 +636,16 @@ class MetricsLog:
             return
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "metrics.jsonl"
-        kept = []
-        if resume_step and path.is_file():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= resume_step
-            ]
-        path.write_text("".join(line + "\n" for line in kept))
+        if path.is_file() and path.stat().st_size and not resume_step:
+            number = 1
+            while path.with_name(f"metrics.jsonl.{number}").exists():
+                number += 1
+            path.rename(path.with_name(f"metrics.jsonl.{number}"))
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if _step(line) <= resume_step]
+            tmp = path.with_name("metrics.jsonl.partial")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)  # a crash now leaves the old log or the truncated one
         self._file = open(path, "a", encoding="utf-8")
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard; rank 0 only
 
@@ -650,6 +666,14 @@ class MetricsLog:
         if self.enabled:
             self._file.close()
             self._tensorboard.close()
+
+
+def _step(line: str) -> float:
+    """The step of a metrics line; infinity for a line a crash cut short (dropped)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _log_plan(cfg: TrainConfig, plan: StepPlan, phase: int, model, amp, ctx: Dist) -> None:
@@ -674,5 +698,6 @@ def _write_train_config(run_dir: RunDir, cfg, model_cfg, plans: list, model, ctx
         "plan": dataclasses.asdict(plans[0]),
         "phases": [dataclasses.asdict(plan) for plan in plans],
         "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
+        "precision_used": "bf16 autocast" if autocast_dtype(cfg, ctx.device) else "fp32",
     }
     (run_dir.train / "train_config.json").write_text(json.dumps(info, indent=2, default=str))
