@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-DROP_REASONS_CLEAN = ("empty", "too_short", "too_long")
 # A file whose first 64 KB are more than this share NUL, control or invalid bytes is not text.
 BINARY_FILE_SHARE = 0.3
 

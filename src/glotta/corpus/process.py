@@ -1,9 +1,8 @@
 """Per-document processing, the part of the corpus stage that runs in parallel.
 
 One raw record goes in, one ``Processed`` comes out: the cleaned text, or the reason it was
-dropped. The order of the steps puts cheap, common drops first::
-
-    markup -> clean -> boilerplate lines -> length -> language -> quality -> PII -> MinHash keys
+dropped. The steps and their order are :data:`glotta.corpus.steps.STEPS`; the near-duplicate
+MinHash keys of a kept document are computed last.
 
 Everything that needs to see all documents at once (exact and near-duplicate removal, the split,
 writing) stays in the single consumer in ``stage.py``. ``process_stream`` runs the processor in
@@ -22,13 +21,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from glotta.config import CorpusConfig
-from glotta.corpus.clean import clean_text, length_drop_reason, not_text_fraction
-from glotta.corpus.language import LanguageFilter
-from glotta.corpus.markup import convert_markup
 from glotta.corpus.near_dedup import MinHasher
-from glotta.corpus.pii import scrub_pii
-from glotta.corpus.quality import compile_patterns, quality_drop_reason, remove_boilerplate_lines
 from glotta.corpus.readers import RawDocument
+from glotta.corpus.steps import build_steps
+from glotta.errors import GlottaError
 
 # Documents handled in the reading process before worker processes are started: a small corpus
 # (tests, a demo) is done before spawning workers would even have paid off.
@@ -50,16 +46,12 @@ class Processed:
 
 
 class DocumentProcessor:
-    """Applies the corpus config's per-document steps; built once per worker process."""
+    """Runs the corpus config's steps (:mod:`glotta.corpus.steps`) on one document at a time,
+    then computes its near-duplicate keys; built once per worker process."""
 
     def __init__(self, cfg: CorpusConfig):
         self.cfg = cfg
-        self.boilerplate = compile_patterns(cfg.boilerplate_patterns) if cfg.quality_filter else []
-        self.language = (
-            LanguageFilter(cfg.languages, cfg.language_threshold, cfg.language_mode)
-            if cfg.languages
-            else None
-        )
+        self.steps = build_steps(cfg)
         self.minhash = (
             MinHasher(cfg.near_dedup_permutations, cfg.near_dedup_threshold, cfg.near_dedup_ngram)
             if cfg.near_dedup
@@ -67,46 +59,25 @@ class DocumentProcessor:
         )
 
     def __call__(self, raw: RawDocument) -> Processed:
-        cfg = self.cfg
         result = Processed("", raw.source, raw.skip, raw.utf8_replaced)
         if raw.skip:
             return result
         result.bytes_in = len(raw.text.encode("utf-8"))
-        if not_text_fraction(raw.text) > cfg.max_not_text_fraction:
-            return self._drop(result, "not_text", raw.text)
-        if "\x00" in raw.text:  # removed by cleaning below, but counted: they hint at binary
-            result.events["nul_characters_removed"] += raw.text.count("\x00")
-        markup = raw.markup if raw.markup is not None else cfg.markup
-        text = clean_text(convert_markup(raw.text, markup, raw.title), cfg.normalization)
-        text, removed = remove_boilerplate_lines(text, self.boilerplate)
-        if removed:
-            result.events["boilerplate_lines_removed"] += removed
-            text = clean_text(text, "none")  # close the gaps the removed lines left
-        reason = length_drop_reason(text, cfg.min_chars, cfg.max_chars)
-        if reason is None and self.language is not None:  # after the length check: too
-            kept, removed = self.language.apply(text)  # short a text misleads the identifier
-            if removed:
-                result.events["language_lines_removed"] += removed
-            if kept is None:
-                return self._drop(result, "language", text)
-            if removed:
-                text = clean_text(kept, "none")
-                reason = length_drop_reason(text, cfg.min_chars, cfg.max_chars)
-        if reason is None and cfg.quality_filter:
-            reason = quality_drop_reason(text, cfg)
-        if reason:
-            return self._drop(result, reason, text)
-        if cfg.scrub_pii:
-            text, found = scrub_pii(text)
-            result.events.update({f"pii_{kind}": n for kind, n in found.items()})
+        markup = raw.markup if raw.markup is not None else self.cfg.markup
+        text = raw.text
+        for step in self.steps:
+            text, reason = step.apply(text, result.events, markup, raw.title)
+            if reason is not None:
+                if reason not in step.drops:  # it would not be counted: a bug in the step
+                    raise GlottaError(
+                        f"internal: corpus step {step.name!r} dropped a document for "
+                        f"{reason!r}, which it does not declare in its drops"
+                    )
+                result.drop, result.text = reason, text  # the text goes to dropped_samples.jsonl
+                return result
         result.text = text
         if self.minhash is not None:
             result.band_keys = self.minhash.band_keys(text)
-        return result
-
-    @staticmethod
-    def _drop(result: Processed, reason: str, text: str) -> Processed:
-        result.drop, result.text = reason, text  # the text goes to dropped_samples.jsonl
         return result
 
 

@@ -31,14 +31,16 @@ from glotta.errors import GlottaError
 
 log = logging.getLogger(__name__)
 
-READER_SKIP_REASONS = (
-    "invalid_json",
-    "missing_field",
-    "bad_tsv_row",
-    "not_article",  # Wikipedia dumps: a page outside namespace 0 (talk, user, category...)
-    "redirect",
-    "disambiguation",
-)
+# Records a reader counts instead of yielding text, with what to do when they are all there is.
+READER_SKIP_REASONS = {
+    "invalid_json": "check that the files are JSON Lines (one object per line)",
+    "missing_field": "set corpus.text_fields to the field that holds the text",
+    "bad_tsv_row": "check corpus.tsv_columns against the files' columns",
+    # Wikipedia dumps: a page outside namespace 0 (talk, user, category...)
+    "not_article": "the dump holds no articles in namespace 0; use a *-pages-articles* dump",
+    "redirect": "the dump holds only redirect pages; use a *-pages-articles* dump",
+    "disambiguation": "the dump holds only disambiguation pages; use a *-pages-articles* dump",
+}
 
 
 def iter_documents(cfg: CorpusConfig) -> Iterator[RawDocument]:

@@ -26,52 +26,34 @@ from typing import Any
 from tqdm import tqdm
 
 from glotta.config import CorpusConfig
-from glotta.corpus.clean import DROP_REASONS_CLEAN
 from glotta.corpus.dedup import ExactDedup, assign_split, check_fractions
 from glotta.corpus.near_dedup import BloomLSH, lsh_parameters
 from glotta.corpus.process import DocumentProcessor, Processed, process_stream, worker_count
-from glotta.corpus.quality import QUALITY_DROP_REASONS
 from glotta.corpus.readers import READER_SKIP_REASONS, iter_documents
 from glotta.corpus.settings import output_settings
+from glotta.corpus.steps import step_drop_reasons
 from glotta.documents import SPLITS, DocumentWriter
 from glotta.errors import GlottaError
 from glotta.rundir import begin_stage, mark_complete, stage_fingerprint, write_json_atomic
 
-DROP_REASONS = (
-    *READER_SKIP_REASONS,
-    *DROP_REASONS_CLEAN,
-    "not_text",
-    "language",
-    *QUALITY_DROP_REASONS,
-    "duplicate",
-    "near_duplicate",
-)
+# Every reason a document can be dropped, in the order the work meets it, with what to tell the
+# user when a corpus comes out empty (by the reason that dropped the most). The readers' and the
+# per-document steps' reasons come with their declarations; deduplication's are the stage's own.
+_DEDUP_ADVICE = {
+    "duplicate": "the inputs repeat the same text; add more distinct text",
+    "near_duplicate": "raise corpus.near_dedup_threshold or set corpus.near_dedup = false",
+}
+
+
+def drop_advice() -> dict[str, str]:
+    """Every drop reason (readers', steps', deduplication's) with its advice, in work order."""
+    return {**READER_SKIP_REASONS, **step_drop_reasons(), **_DEDUP_ADVICE}
+
+
+DROP_REASONS = tuple(drop_advice())  # of the shipped steps; the stage asks drop_advice() anew
 STATS_FILE = "stats.json"
 SAMPLES_FILE = "dropped_samples.jsonl"
 SAMPLE_CHARS = 2000  # dropped documents are cut to this length in the samples file
-_QUALITY_ADVICE = (
-    "relax that corpus.quality_* threshold (0 turns the rule off) or set "
-    "corpus.quality_filter = false"
-)
-
-# What to tell the user when a corpus comes out empty, by the reason that dropped the most.
-_ADVICE = {
-    "invalid_json": "check that the files are JSON Lines (one object per line)",
-    "missing_field": "set corpus.text_fields to the field that holds the text",
-    "bad_tsv_row": "check corpus.tsv_columns against the files' columns",
-    "empty": "check corpus.format and corpus.txt_documents",
-    "too_short": "lower corpus.min_chars or use corpus.txt_documents = 'paragraphs' or 'file'",
-    "too_long": "raise corpus.max_chars (0 = no limit) or split the text into documents",
-    "duplicate": "the inputs repeat the same text; add more distinct text",
-    "not_article": "the dump holds no articles in namespace 0; use a *-pages-articles* dump",
-    "redirect": "the dump holds only redirect pages; use a *-pages-articles* dump",
-    "disambiguation": "the dump holds only disambiguation pages; use a *-pages-articles* dump",
-    "near_duplicate": "raise corpus.near_dedup_threshold or set corpus.near_dedup = false",
-    "language": "check corpus.languages or lower corpus.language_threshold",
-    "not_text": "the inputs hold binary data or text in another encoding (convert it to UTF-8), "
-    "or raise corpus.max_not_text_fraction",
-    **{reason: _QUALITY_ADVICE for reason in QUALITY_DROP_REASONS},
-}
 
 
 def check_config(cfg: CorpusConfig) -> None:
@@ -240,7 +222,7 @@ def _stats(cfg: CorpusConfig, counts: dict, writers: dict, elapsed: float) -> di
         "documents_out": sum(s["documents"] for s in splits.values()),
         "bytes_out": sum(s["bytes"] for s in splits.values()),
         "splits": splits,
-        "dropped": {reason: counts["dropped"][reason] for reason in DROP_REASONS},
+        "dropped": {reason: counts["dropped"][reason] for reason in drop_advice()},
         "events": dict(sorted(counts["events"].items())),
         "near_dedup": counts["near_dedup"],
         "invalid_utf8_replaced": counts["utf8_replaced"],
@@ -326,7 +308,7 @@ def _empty_message(cfg: CorpusConfig, counts: dict, writers: dict) -> str:
     reasons = ", ".join(f"{r} {n}" for r, n in sorted(dropped.items(), key=lambda x: -x[1]))
     return (
         f"corpus from {where} is empty after cleaning: all {counts['documents_in']} documents "
-        f"were dropped ({reasons}); {_ADVICE[main]}"
+        f"were dropped ({reasons}); {drop_advice()[main]}"
     )
 
 
