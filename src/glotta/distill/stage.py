@@ -27,7 +27,8 @@ from glotta.distill.encoder import EncoderDistillObjective
 from glotta.errors import GlottaError
 from glotta.models import context_length, count_parameters
 from glotta.rundir import RunDir, write_json_atomic
-from glotta.train.loop import run_train, training_phases
+from glotta.train.loop import run_train
+from glotta.train.plan import training_phases
 from glotta.validate import distill_setting_problems
 
 DISTILL_INFO = "distill.json"  # in RUN_DIR/train

@@ -47,7 +47,7 @@ def teacher_identity(source: str) -> dict:
 def native_bf16(device: torch.device) -> bool:
     """Whether the device computes bf16 natively (the loop's test for bf16 autocast)."""
     from glotta.config import TrainConfig
-    from glotta.train.loop import autocast_dtype
+    from glotta.train.plan import autocast_dtype
 
     return autocast_dtype(TrainConfig(precision="auto"), device) is torch.bfloat16
 

@@ -20,10 +20,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
-import math
-import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -58,59 +55,15 @@ from glotta.train.distributed import Dist, all_reduce_sum, barrier, setup, teard
 from glotta.train.fused_loss import supports_fused_head
 from glotta.train.objective import Objective, TrainingSetup
 from glotta.train.optim import build_optimizer, build_scheduler
-
-
-@dataclasses.dataclass
-class StepPlan:
-    """How the recipe's global batch is reached on this hardware."""
-
-    micro_batch_size: int
-    accumulation: int
-    world_size: int
-    total_steps: int
-
-    @property
-    def global_batch(self) -> int:
-        return self.micro_batch_size * self.accumulation * self.world_size
-
-
-def plan_steps(cfg: TrainConfig, world_size: int, num_blocks: int) -> StepPlan:
-    if cfg.global_batch_size:
-        per_step = cfg.micro_batch_size * world_size
-        if cfg.global_batch_size % per_step:
-            raise GlottaError(
-                f"train.global_batch_size ({cfg.global_batch_size}) must be a multiple of "
-                f"micro_batch_size x processes ({cfg.micro_batch_size} x {world_size})"
-            )
-        accumulation = cfg.global_batch_size // per_step
-    else:
-        accumulation = cfg.gradient_accumulation_steps
-    global_batch = cfg.micro_batch_size * accumulation * world_size
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * num_blocks / global_batch))
-    return StepPlan(cfg.micro_batch_size, accumulation, world_size, total)
-
-
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where it pays: on request, or 'auto' on hardware with native bf16.
-
-    On a CPU without native bf16 (AVX2 only) bf16 matmuls are emulated and ~100x slower than
-    fp32, so 'auto' keeps fp32 there (see benchmarks/README.md).
-    """
-    if cfg.precision == "bf16":
-        return torch.bfloat16
-    if cfg.precision != "auto":
-        return None
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from glotta.train.plan import (
+    StepPlan,
+    autocast_context,
+    autocast_dtype,
+    phase_rope_thetas,
+    plan_steps,
+    training_phases,
+)
+from glotta.train.run_log import MetricsLog, StopRequest, log_plan, write_train_config
 
 
 @torch.no_grad()
@@ -136,7 +89,7 @@ def validation_loss(
         rows = indices[start : start + cfg.micro_batch_size]
         inputs, targets = data.batch(rows, first_row=int(rows[0]))
         inputs, targets = inputs.to(ctx.device), targets.to(ctx.device)
-        with _autocast(ctx.device, amp):
+        with autocast_context(ctx.device, amp):
             loss_sum += objective.validation_loss_sum(model, inputs, targets).item()
         tokens += objective.predicted_tokens(inputs, targets)
     model.train()
@@ -144,57 +97,10 @@ def validation_loss(
     return loss_sum / max(tokens, 1.0)
 
 
-class StopRequest:
-    """SIGTERM/SIGINT ask the loop to save and stop after the current step (preemptible clusters)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self) -> StopRequest:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def read_shard_meta(run_dir: RunDir) -> dict:
     if not is_complete(run_dir.shards):
         raise GlottaError(f"no packed shards in {run_dir.shards}; run `glotta pack` first")
     return json.loads((run_dir.shards / "meta.json").read_text())
-
-
-def training_phases(cfg: TrainConfig) -> list[TrainConfig]:
-    """``[train]`` is the first phase; each ``[[train.phases]]`` entry continues from the last."""
-    phases = [dataclasses.replace(cfg, phases=[])]
-    for phase in cfg.phases:
-        previous = phases[-1]
-        changes: dict = {}
-        for name in ("block_size", "learning_rate", "micro_batch_size", "global_batch_size"):
-            if getattr(phase, name):
-                changes[name] = getattr(phase, name)
-        if phase.warmup_steps >= 0:
-            changes["warmup_steps"] = phase.warmup_steps
-        if phase.max_steps or phase.epochs:  # a phase says its own length, or repeats the last
-            changes["max_steps"] = phase.max_steps
-            changes["epochs"] = phase.epochs or 1.0
-        phases.append(dataclasses.replace(previous, **changes))
-    return phases
-
-
-def phase_rope_thetas(cfg: TrainConfig) -> list[float]:
-    """The RoPE base of each phase: 0 (the model's own) until a phase sets one, which later
-    phases keep. Families with learned positions never get one (the recipe check refuses it)."""
-    thetas = [0.0]
-    for phase in cfg.phases:
-        thetas.append(phase.rope_theta or thetas[-1])
-    return thetas
 
 
 def open_blocks(
@@ -382,7 +288,7 @@ def _train(
         dynamic_ncols=True,
     )
     if ctx.is_main:
-        _write_train_config(run_dir, cfg, model_cfg, plans, model, ctx)
+        write_train_config(run_dir, cfg, model_cfg, plans, model, ctx)
     try:
         with StopRequest() as stop:
             for index, (phase, plan) in enumerate(zip(phases, plans, strict=True)):
@@ -402,7 +308,7 @@ def _train(
                 )  # fmt: skip
                 resume_point = None  # later phases start fresh
                 if ctx.is_main:  # again: n_positions may have grown
-                    _write_train_config(run_dir, cfg, model_cfg, plans, model, ctx)
+                    write_train_config(run_dir, cfg, model_cfg, plans, model, ctx)
     finally:
         progress.close()
         metrics.close()
@@ -461,7 +367,7 @@ def _train_phase(
             forward_model, device_ids=device_ids
         )
     if ctx.is_main:
-        _log_plan(cfg, plan, phase_index, model, amp, ctx)
+        log_plan(cfg, plan, phase_index, model, amp, ctx)
 
     tokens_per_step = plan.global_batch * cfg.block_size
     last_step = first_step + plan.total_steps
@@ -507,7 +413,7 @@ def _train_phase(
             # reduce-scatters every micro-batch (its no-sync mode keeps full gradients).
             defer_sync = ctx.enabled and not sharded and micro < plan.accumulation - 1
             with forward_model.no_sync() if defer_sync else contextlib.nullcontext():
-                with _autocast(ctx.device, amp):
+                with autocast_context(ctx.device, amp):
                     loss = objective.loss_sum(forward_model, inputs, targets)
                 # DDP and FSDP average gradients over processes; scaling by world size turns
                 # that average into the sum, so the gradient is d(total loss)/d(w) / step tokens.
@@ -620,84 +526,3 @@ def batch_to(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device):
     return inputs.to(device, non_blocking=non_blocking), targets.to(
         device, non_blocking=non_blocking
     )
-
-
-class MetricsLog:
-    """Metrics as JSON lines (for the model card's loss curve) and as a TensorBoard log.
-
-    On resume, lines logged after the checkpoint's step (by the run that crashed) are dropped,
-    so the curve has exactly one value per step; a line cut short by a crash is dropped too. A
-    fresh start keeps an earlier log as metrics.jsonl.N instead of overwriting it.
-    """
-
-    def __init__(self, folder: Path, enabled: bool, resume_step: int = 0):
-        self.enabled = enabled
-        if not enabled:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "metrics.jsonl"
-        if path.is_file() and path.stat().st_size and not resume_step:
-            number = 1
-            while path.with_name(f"metrics.jsonl.{number}").exists():
-                number += 1
-            path.rename(path.with_name(f"metrics.jsonl.{number}"))
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if _step(line) <= resume_step]
-            tmp = path.with_name("metrics.jsonl.partial")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)  # a crash now leaves the old log or the truncated one
-        self._file = open(path, "a", encoding="utf-8")
-        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard; rank 0 only
-
-        self._tensorboard = SummaryWriter(
-            str(folder / "tensorboard"), purge_step=resume_step or None
-        )
-
-    def write(self, step: int, **values: float) -> None:
-        if not self.enabled:
-            return
-        self._file.write(json.dumps({"step": step, **values}) + "\n")
-        self._file.flush()
-        for key, value in values.items():
-            if value is not None:
-                self._tensorboard.add_scalar(f"train/{key}", value, step)
-
-    def close(self) -> None:
-        if self.enabled:
-            self._file.close()
-            self._tensorboard.close()
-
-
-def _step(line: str) -> float:
-    """The step of a metrics line; infinity for a line a crash cut short (dropped)."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-
-
-def _log_plan(cfg: TrainConfig, plan: StepPlan, phase: int, model, amp, ctx: Dist) -> None:
-    print(
-        f"glotta: phase {phase + 1}: {count_parameters(model) / 1e6:.2f}M parameters on "
-        f"{ctx.world_size} x "
-        f"{ctx.device.type}; global batch {plan.global_batch} sequences = "
-        f"{plan.micro_batch_size} micro x {plan.accumulation} accumulation x "
-        f"{plan.world_size} processes, {cfg.block_size} tokens each; {plan.total_steps} steps; "
-        f"precision {'bf16 autocast' if amp else 'fp32'}{'; compiled' if cfg.compile else ''}"
-        f"{'; activation checkpointing' if cfg.activation_checkpointing else ''}"
-        f"{'; FSDP' if ctx.enabled and cfg.parallelism == 'fsdp' else ''}",
-        flush=True,
-    )
-
-
-def _write_train_config(run_dir: RunDir, cfg, model_cfg, plans: list, model, ctx: Dist) -> None:
-    info = {
-        "train": dataclasses.asdict(cfg),
-        "model": dataclasses.asdict(model_cfg),
-        "model_config": model.config.to_dict(),
-        "plan": dataclasses.asdict(plans[0]),
-        "phases": [dataclasses.asdict(plan) for plan in plans],
-        "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
-        "precision_used": "bf16 autocast" if autocast_dtype(cfg, ctx.device) else "fp32",
-    }
-    (run_dir.train / "train_config.json").write_text(json.dumps(info, indent=2, default=str))
