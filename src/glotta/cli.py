@@ -386,7 +386,9 @@ def _add_serve_parser(sub) -> None:
                    help="Address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 "
                    "shares it on your network).")  # fmt: skip
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000).")
-    p.add_argument("--name", help="Model id that clients send as 'model' (default: the folder name).")
+    p.add_argument(
+        "--name", help="Model id that clients send as 'model' (default: the folder name)."
+    )
     p.add_argument("--api-key",
                    help="Require 'Authorization: Bearer KEY' on /v1/ endpoints (default: "
                    "$GLOTTA_API_KEY, else no key).")  # fmt: skip
@@ -396,13 +398,21 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--max-queue", type=int, default=64,
                    help="Sequences that may wait for a free slot; beyond that requests get 503 "
                    "with Retry-After. Default: 64.")  # fmt: skip
-    p.add_argument("--max-tokens", type=int, default=512,
-                   help="Largest max_tokens a request may ask for (default: 512).")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=512,
+        help="Largest max_tokens a request may ask for (default: 512).",
+    )
     p.add_argument("--max-prompt-tokens", type=int, default=2048,
                    help="Longest prompt in tokens (also capped by the model's context); longer "
                    "prompts get 400. Default: 2048.")  # fmt: skip
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000,
-                   help="Largest request body; larger ones get 413. Default: 1000000.")
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1_000_000,
+        help="Largest request body; larger ones get 413. Default: 1000000.",
+    )
     p.set_defaults(func=cmd_serve)
 
 

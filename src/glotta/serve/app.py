@@ -266,7 +266,7 @@ async def _generate(request, state: State, prompts: list[list[int]], s: Sampling
                 repetition_penalty=s.repetition_penalty,
                 seed=seed + j,  # the n choices of one prompt differ; each is reproducible
             )
-            seqs.append(Sequence(ids, cfg, emit, index=len(seqs), stop=tuple(s.stop)))
+            seqs.append(Sequence(ids, cfg, emit, len(seqs), tuple(s.stop), s.ignore_eos))
     if not state.engine.submit(seqs):
         raise ApiError(
             503,
@@ -285,6 +285,7 @@ async def _generate(request, state: State, prompts: list[list[int]], s: Sampling
     watcher = asyncio.create_task(_watch_disconnect(request, queue))
     texts = [""] * len(seqs)
     reasons: list[str | None] = [None] * len(seqs)
+    peaks = [0] * len(seqs)
     completion_tokens = 0
     try:
         while any(r is None for r in reasons):
@@ -296,6 +297,7 @@ async def _generate(request, state: State, prompts: list[list[int]], s: Sampling
             texts[event.index] += event.text
             if event.finish_reason:
                 reasons[event.index] = event.finish_reason
+                peaks[event.index] = event.batch_peak
                 completion_tokens += event.completion_tokens
     finally:
         watcher.cancel()
@@ -315,8 +317,17 @@ async def _generate(request, state: State, prompts: list[list[int]], s: Sampling
             choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": reason})
     obj = "chat.completion" if chat else "text_completion"
     return JSONResponse(
-        {"id": rid, "object": obj, "created": int(time.time()), "model": state.cfg.name,
-         "choices": choices, "usage": usage}  # fmt: skip
+        {
+            "id": rid,
+            "object": obj,
+            "created": int(time.time()),
+            "model": state.cfg.name,
+            "choices": choices,
+            "usage": usage,
+            # An extension field (clients ignore it): per choice, the largest decode batch it was
+            # part of, so a test or a curious user can see that requests were batched.
+            "glotta": {"batch_peak": peaks},
+        }  # fmt: skip
     )
 
 
@@ -425,6 +436,11 @@ async def fill_mask(request: Request, state: State) -> JSONResponse:
     text, masks = await asyncio.to_thread(state.encoder.fill_mask, text, top_k)
     state.metrics.prompt_tokens += n
     return JSONResponse(
-        {"object": "fill_mask", "model": state.cfg.name, "input": text,
-         "mask_token": state.encoder.tokenizer.mask_token, "masks": masks}  # fmt: skip
+        {
+            "object": "fill_mask",
+            "model": state.cfg.name,
+            "input": text,
+            "mask_token": state.encoder.tokenizer.mask_token,
+            "masks": masks,
+        }  # fmt: skip
     )

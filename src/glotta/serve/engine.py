@@ -46,6 +46,7 @@ class Event:
     text: str = ""
     finish_reason: str | None = None  # "stop", "length", or "error" (then text is the message)
     completion_tokens: int = 0
+    batch_peak: int = 0  # the most sequences this one was decoded together with (itself included)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Sequence:
     emit: Callable[[Event], None]  # thread-safe: called from the engine thread
     index: int = 0
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # end-of-text is then an ordinary (invisible) token
     cancelled: bool = False  # set by the request handler when the client goes away
     # Engine state.
     generator: torch.Generator | None = None
@@ -66,6 +68,7 @@ class Sequence:
     text: str = ""  # the decoded continuation so far
     emitted: str = ""  # the part of it already sent
     finished: bool = False
+    batch_peak: int = 1
 
 
 class Engine:
@@ -209,6 +212,7 @@ class Engine:
         self._cache, self._mask = out.past_key_values, mask
         logits = out.logits[:, -1]
         for row, seq in enumerate(rows):
+            seq.batch_peak = max(seq.batch_peak, len(rows))
             if not seq.cancelled:
                 self._accept(seq, logits[row])
 
@@ -235,7 +239,7 @@ class Engine:
     def _accept(self, seq: Sequence, logits: torch.Tensor) -> None:
         """Sample the next token of ``seq`` and report the text it adds (or its end)."""
         token = sample_next(logits, seq.history[: seq.length], seq.cfg, seq.generator)
-        if self.eos_id is not None and token == self.eos_id:
+        if self.eos_id is not None and token == self.eos_id and not seq.ignore_eos:
             self._finish(seq, "stop")
             return
         seq.history[seq.length] = token
@@ -264,7 +268,7 @@ class Engine:
     def _finish(self, seq: Sequence, reason: str) -> None:
         self._send(seq, seq.text)  # flush what was held back for stop strings or UTF-8
         seq.finished = True
-        seq.emit(Event(seq.index, "", reason, len(seq.new_ids)))
+        seq.emit(Event(seq.index, "", reason, len(seq.new_ids), seq.batch_peak))
 
 
 def _left_pad(tensor: torch.Tensor, total: int) -> torch.Tensor:

@@ -66,7 +66,12 @@ class Metrics:
                 round(self.tokens_per_second(), 3),
             ),
             ("queue_depth", "gauge", "Sequences waiting for a decode slot.", self.queue_depth),
-            ("queue_capacity", "gauge", "Most sequences that may wait (--max-queue).", self.max_queue),
+            (
+                "queue_capacity",
+                "gauge",
+                "Most sequences that may wait (--max-queue).",
+                self.max_queue,
+            ),
             ("batch_size", "gauge", "Sequences in the running decode batch.", self.batch_size),
             ("busy_slots", "gauge", "Decode slots in use (same as batch_size).", self.batch_size),
             ("max_batch", "gauge", "Decode slots (--max-batch).", self.max_batch),

@@ -52,7 +52,9 @@ def chat_template_of(model_dir: Path) -> str | None:
 def check_model_dir(model_dir: Path) -> None:
     """Fail before the server starts when the folder cannot be a model."""
     if not model_dir.is_dir():
-        raise GlottaError(f"{model_dir} is not a folder; give an exported glotta or HF model folder")
+        raise GlottaError(
+            f"{model_dir} is not a folder; give an exported glotta or HF model folder"
+        )
     if not (model_dir / "config.json").is_file():
         raise GlottaError(
             f"{model_dir} has no config.json; give an exported model folder (RUN_DIR/export)"

@@ -67,6 +67,7 @@ class Sampling:
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     include_usage: bool = False
+    ignore_eos: bool = False  # vLLM's extension: always generate max_tokens (benchmarks)
 
 
 @dataclass
@@ -85,7 +86,9 @@ def decode_json(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
+        raise ApiError(
+            400, f"the request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     return body
@@ -124,7 +127,9 @@ def parse_chat(body: dict[str, Any], limits: Limits) -> ChatRequest:
         raise ApiError(400, "'messages' must be a non-empty list of messages", "messages")
     for i, m in enumerate(messages):
         if not (
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
         ):
             raise ApiError(
                 400, "each message must be {'role': str, 'content': str}", f"messages[{i}]"
@@ -146,7 +151,9 @@ def parse_sampling(body: dict[str, Any], limits: Limits) -> Sampling:
         s.top_k = max(0, _int(top_k, "top_k", -1, None))  # -1 (vLLM's "off") is 0 here
     s.repetition_penalty = _number(body, "repetition_penalty", 1.0, 0.0, None)
     if s.repetition_penalty == 0.0:
-        raise ApiError(400, "'repetition_penalty' must be greater than 0 (1 = off)", "repetition_penalty")
+        raise ApiError(
+            400, "'repetition_penalty' must be greater than 0 (1 = off)", "repetition_penalty"
+        )
     seed = body.get("seed")
     if seed is not None:
         s.seed = _int(seed, "seed", -(2**63), 2**63 - 1)
@@ -166,6 +173,10 @@ def parse_sampling(body: dict[str, Any], limits: Limits) -> Sampling:
     if not isinstance(stream, bool) and stream is not None:
         raise ApiError(400, "'stream' must be true or false", "stream", "invalid_type")
     s.stream = bool(stream)
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise ApiError(400, "'ignore_eos' must be true or false", "ignore_eos", "invalid_type")
+    s.ignore_eos = ignore_eos
     options = body.get("stream_options")
     if isinstance(options, dict):
         s.include_usage = options.get("include_usage") is True
