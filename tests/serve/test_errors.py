@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.serve.conftest import API_KEY, call, metric
+from tests.serve.conftest import call, metric
 
 GOOD = {"prompt": "Он долго", "max_tokens": 8}
 
@@ -122,5 +122,5 @@ def test_200_mixed_requests_from_32_clients_leave_no_busy_slot(gpt2_server):
     assert metric(gpt2_server, "busy_slots") == 0
     assert metric(gpt2_server, "queue_depth") == 0
     assert call(gpt2_server, "/health", key=None)[0] == 200
-    good = call(gpt2_server, "/v1/completions", {**GOOD, "key": API_KEY})
+    good = call(gpt2_server, "/v1/completions", GOOD)
     assert good[0] == 200
