@@ -42,7 +42,8 @@ def test_fill_mask_gives_top_predictions_with_probabilities(bert_server):
     assert len(probabilities) == 4 and probabilities == sorted(probabilities, reverse=True)
     assert 0 < sum(probabilities) <= 1.0 + 1e-6
     for p in mask["predictions"]:
-        assert "[MASK]" not in p["sequence"] and p["sequence"].startswith("он долго")
+        assert "[MASK]" not in p["sequence"] and p["sequence"].lower().startswith("он долго")
+        assert p["token"].removeprefix("##") in p["sequence"] and p["token_id"] >= 0
     status, _, body = call(bert_server, "/v1/fill-mask", {"input": "Он долго бродил"})
     assert status == 200 and body["input"].endswith("[MASK]") and len(body["masks"]) == 1
 

@@ -1,5 +1,6 @@
 """A Llama-style model (rotary positions, taken from position_ids) in the batched engine: a tiny
-randomly initialised transformers LlamaForCausalLM saved next to the tiny run's tokenizer."""
+randomly initialised transformers LlamaForCausalLM saved next to the tiny run's tokenizer, with a
+chat template so that /v1/chat/completions has something to render."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ import torch
 
 from tests.serve.conftest import running_server
 from tests.serve.test_completions import LONG, MATES, SHORT, generate_cli
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+pytestmark = pytest.mark.slow  # a third model server and two glotta generate runs: ~1 min
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +42,7 @@ def llama_server(tiny_run, tmp_path_factory):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         if (run_dir.export / name).is_file():
             shutil.copy(run_dir.export / name, folder / name)
+    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
     with running_server(folder, tmp_path_factory.mktemp("llama-log"), "--max-batch", "6") as s:
         yield s
 
@@ -61,3 +69,22 @@ def test_llama_greedy_in_a_batch_equals_glotta_generate(llama_server):
         if min(peaks) >= 3:
             return
     pytest.fail(f"the greedy requests never shared a batch with two others (peaks {peaks})")
+
+
+def test_chat_renders_the_template_and_streams(llama_server):
+    client = openai.OpenAI(base_url=llama_server.url + "/v1", api_key="unused", max_retries=0)
+    messages = [{"role": "user", "content": "Привет"}]
+    chat = client.chat.completions.create(
+        model=llama_server.model, messages=messages, max_tokens=10, temperature=0
+    )
+    plain = client.completions.create(
+        model=llama_server.model, prompt="user: Привет\nassistant:", max_tokens=10, temperature=0
+    )
+    assert chat.object == "chat.completion" and chat.choices[0].message.role == "assistant"
+    assert chat.choices[0].message.content == plain.choices[0].text
+    assert chat.usage.prompt_tokens == plain.usage.prompt_tokens
+    stream = client.chat.completions.create(
+        model=llama_server.model, messages=messages, max_tokens=10, temperature=0, stream=True
+    )
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert "".join(pieces) == plain.choices[0].text

@@ -199,7 +199,10 @@ async def metrics(request: Request, state: State) -> PlainTextResponse:
 
 async def health(request: Request, state: State) -> JSONResponse:
     if state.ready:
-        return JSONResponse({"status": "ok", "model": state.cfg.name, "kind": state.kind})
+        body = {"status": "ok", "model": state.cfg.name, "kind": state.kind}
+        if state.encoder is not None:
+            body["mask_token"] = state.encoder.tokenizer.mask_token
+        return JSONResponse(body)
     status = "error" if state.error else "loading"
     return JSONResponse(
         {"status": status, "error": state.error}, status_code=503, headers={"Retry-After": "2"}
