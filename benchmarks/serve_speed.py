@@ -289,7 +289,10 @@ def baseline_server(model_dir: str, port: int) -> None:
             self._reply(200, {"choices": [{"index": 0, "text": text, "finish_reason": "length"}],
                               "usage": {"completion_tokens": len(new)}})  # fmt: skip
 
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 256  # 32 clients connect at once; the default backlog of 5 resets
+
+    Server(("127.0.0.1", port), Handler).serve_forever()
 
 
 def _smoke_model(folder: Path) -> str:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import glotta
 from tests.serve.conftest import call, metric
 
 GOOD = {"prompt": "Он долго", "max_tokens": 8}
@@ -124,3 +125,12 @@ def test_200_mixed_requests_from_32_clients_leave_no_busy_slot(gpt2_server):
     assert call(gpt2_server, "/health", key=None)[0] == 200
     good = call(gpt2_server, "/v1/completions", GOOD)
     assert good[0] == 200
+
+
+def test_cli_refuses_a_folder_that_is_no_model(tmp_path):
+    result = glotta("serve", str(tmp_path), "--port", "0")
+    assert result.returncode == 2 and "no config.json" in result.stderr, result.stderr
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')  # no weights, no tokenizer
+    result = glotta("serve", str(tmp_path), "--port", "0")
+    assert result.returncode == 2, result.stderr
+    assert "cannot serve" in result.stderr and "tokenizer.json" in result.stderr, result.stderr
