@@ -30,6 +30,12 @@ def test_serve_speed_smoke_reports_every_figure(tmp_path):
             figures = row[side]
             assert figures["errors"] == [] and figures["requests"] == row["clients"]
             assert figures["generated_tokens"] == 8 * row["clients"]  # ignore_eos / min tokens
-            for key in ("tokens_per_s", "latency_p50_s", "latency_p95_s", "ttft_p50_s"):
+            for key in (
+                "tokens_per_s",
+                "latency_p50_s",
+                "latency_p95_s",
+                "ttft_p50_s",
+                "tokens_per_server_cpu_s",
+            ):
                 assert figures[key] > 0, (side, key)
     assert [p.name.startswith("serve_speed-smoke-") for p in tmp_path.iterdir()] == [True]
