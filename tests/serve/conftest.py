@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from glotta.config import load_recipe
+from glotta.recipe import load_recipe
 from glotta.rundir import RunDir
 from tests.conftest import TINY_OVERRIDES
 
