@@ -289,6 +289,29 @@ def cmd_generate(args):
     generate_to_stdout(Path(model_dir), args.prompt or cfg.prompt, cfg, args.tokenizer)
 
 
+def cmd_serve(args):
+    from glotta.serve import run_server
+    from glotta.serve.app import ServeConfig
+    from glotta.serve.schemas import Limits
+
+    for flag in ("port", "max_batch", "max_queue", "max_tokens", "max_prompt_tokens",
+                 "max_body_bytes"):  # fmt: skip
+        value = getattr(args, flag)
+        if value < (0 if flag == "port" else 1):
+            raise GlottaError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    model_dir = Path(args.model_dir)
+    limits = Limits(
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        max_tokens=args.max_tokens,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_body_bytes=args.max_body_bytes,
+    )
+    name = args.name or model_dir.resolve().name
+    api_key = args.api_key or os.environ.get("GLOTTA_API_KEY") or None
+    run_server(ServeConfig(model_dir, name, args.host, args.port, api_key, limits))
+
+
 def cmd_export(args):
     from glotta.export.stage import run_export
 
@@ -390,6 +413,49 @@ def _add_resume_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-resume", action="store_true", help="Start from scratch even if checkpoints exist."
     )
+
+
+def _add_serve_parser(sub) -> None:
+    text = (
+        "Serve an exported model over HTTP: OpenAI-compatible /v1/completions and "
+        "/v1/chat/completions (causal LMs; concurrent requests decoded together in one batch), "
+        "/v1/embeddings and /v1/fill-mask (BERT/RoBERTa encoders), /v1/models, /health, "
+        "/metrics (Prometheus), and a playground page at /."
+    )
+    p = sub.add_parser("serve", help=text, description=text)
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="Exported glotta folder or HF folder.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="Address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 "
+                   "shares it on your network).")  # fmt: skip
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000).")
+    p.add_argument(
+        "--name", help="Model id that clients send as 'model' (default: the folder name)."
+    )
+    p.add_argument("--api-key",
+                   help="Require 'Authorization: Bearer KEY' on /v1/ endpoints (default: "
+                   "$GLOTTA_API_KEY, else no key).")  # fmt: skip
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="Sequences decoded together (concurrent decode slots; each choice of a "
+                   "request takes one). Default: 8.")  # fmt: skip
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="Sequences that may wait for a free slot; beyond that requests get 503 "
+                   "with Retry-After. Default: 64.")  # fmt: skip
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=512,
+        help="Largest max_tokens a request may ask for (default: 512).",
+    )
+    p.add_argument("--max-prompt-tokens", type=int, default=2048,
+                   help="Longest prompt in tokens (also capped by the model's context); longer "
+                   "prompts get 400. Default: 2048.")  # fmt: skip
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1_000_000,
+        help="Largest request body; larger ones get 413. Default: 1000000.",
+    )
+    p.set_defaults(func=cmd_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -498,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", nargs="?", default="", help="Prompt text.")
     p.add_argument("--model", help="Model folder (exported or a checkpoint).")
     p.add_argument("--tokenizer", help="Tokenizer folder if the model folder has none.")
+    _add_serve_parser(sub)
     stage("export", cmd_export, "Write a Hugging Face folder with a model card.", ["export"])
     p = stage("run", cmd_run, "Run every stage in order, skipping finished ones.", [])
     p.add_argument("--force", action="store_true", help="Re-run stages even if complete.")

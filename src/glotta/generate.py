@@ -68,6 +68,19 @@ def _filter_logits(
     return filtered
 
 
+def sample_next(
+    logits: torch.Tensor, history: torch.Tensor, cfg: GenerateConfig, generator: torch.Generator
+) -> int:
+    """The next token id from one position's logits: the filters of ``_candidates``, then one
+    draw from ``generator`` (none when a single candidate is left, e.g. greedy). Shared with
+    ``glotta serve``, whose batched loop calls it per sequence with that sequence's generator."""
+    candidates, values = _candidates(logits, history, cfg)
+    if len(candidates) == 1:
+        return int(candidates[0])
+    probs = torch.softmax(values, dim=-1).cpu()
+    return int(candidates[int(torch.multinomial(probs, 1, generator=generator))])
+
+
 @torch.inference_mode()
 def generate_ids(
     model, prompt_ids: list[int], cfg: GenerateConfig, eos_id: int | None
@@ -98,12 +111,7 @@ def generate_ids(
             logits_to_keep=1,  # the prompt's other positions need no logits
         )
         past = out.past_key_values
-        candidates, values = _candidates(out.logits[0, -1], history[:length], cfg)
-        if len(candidates) == 1:
-            token = int(candidates[0])
-        else:
-            probs = torch.softmax(values, dim=-1).cpu()
-            token = int(candidates[int(torch.multinomial(probs, 1, generator=generator))])
+        token = sample_next(out.logits[0, -1], history[:length], cfg, generator)
         if eos_id is not None and token == eos_id:
             return
         yield token
