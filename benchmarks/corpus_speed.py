@@ -139,6 +139,15 @@ def _measure(label: str, command: list[str], work: Path, input_mb: float) -> dic
     }
 
 
+def _documents(paths: list[Path]) -> int:
+    """Lines (documents) in the JSONL inputs."""
+    count = 0
+    for path in paths:
+        with open(path, "rb") as f:
+            count += sum(1 for _ in f)
+    return max(count, 1)
+
+
 def _glotta(paths: list[Path], run_dir: Path, workers: int, extra: list[str]) -> list[str]:
     shutil.rmtree(run_dir, ignore_errors=True)
     inputs = json.dumps([str(p.resolve()) for p in paths])
@@ -147,6 +156,10 @@ def _glotta(paths: list[Path], run_dir: Path, workers: int, extra: list[str]) ->
         f"corpus.inputs={inputs}",
         'corpus.format="jsonl"',
         f"corpus.workers={workers}",
+        # The baseline's split (0.5% each); glotta refuses an empty held-out split, which a
+        # small input (--smoke, the filter runs' eighth) may give: expect ten documents at least.
+        f"corpus.valid_fraction={max(0.005, min(0.1, 10 / _documents(paths)))}",
+        f"corpus.test_fraction={max(0.005, min(0.1, 10 / _documents(paths)))}",
         *extra,
     ):
         command += ["--set", setting]

@@ -68,7 +68,17 @@ def _check_folder(problems: _Problems, key: str, value: str, needs: str) -> None
 
 
 def _check_file(problems: _Problems, key: str, value: str) -> None:
-    if value and not Path(os.path.expanduser(value)).is_file():
+    """A file path, or pkg://PACKAGE/path inside an installed package (as the NER stage reads)."""
+    from glotta.evaluate.ner_data import resolve_data_path
+
+    if not value:
+        return
+    try:
+        found = resolve_data_path(value).is_file()
+    except GlottaError as exc:
+        problems.append(f"{key} = {value!r}: {exc}")
+        return
+    if not found:
         problems.append(f"{key} = {value!r}: no such file")
 
 

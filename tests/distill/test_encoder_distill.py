@@ -47,6 +47,7 @@ def minilm_student_recipe(*extra: str):
             f'tokenizer.pretrained="{teacher}"',
             f'distill.teacher="{teacher}"',
             'distill.teacher_dtype="fp32"',
+            'train.precision="fp32"',  # "auto" is bf16 on CPUs with AMX: layouts would differ
             "train.block_size=64",
             "train.micro_batch_size=8",
             "train.global_batch_size=8",
