@@ -22,10 +22,15 @@ from glotta.pipeline import run_recipe
 from glotta.rundir import RunDir, latest_checkpoint
 from glotta.train.distributed import Dist
 from glotta.train.loop import run_train
-from tests.conftest import glotta, glotta_torchrun, tiny_recipe
+from tests.conftest import glotta, tiny_recipe
 from tests.distill.conftest import student_recipe, student_run
 from tests.train.conftest import fresh_run_with_shards
-from tests.train.test_engine import assert_bitwise_equal, loss_curve, weights
+from tests.train.test_engine import (
+    assert_bitwise_equal,
+    assert_two_processes_reproduce_one,
+    loss_curve,
+    weights,
+)
 
 LLAMA = ['model.arch="llama"']  # the tiny preset: 2 x 128, 4 heads, 2 key/value heads
 CPU = Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -125,34 +130,7 @@ def test_longer_context_phase_with_a_new_rope_base_resumes_bitwise(llama_run, tm
 
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
 def test_two_processes_reproduce_the_one_process_run(llama_run, tmp_path, parallelism):
-    """16 sequences per step: 1 process x 16, or 2 processes x 4 micro x 2 accumulation (fp32:
-    under bf16 autocast the layouts differ by bf16 rounding, ~1e-3 in the weights)."""
-    common = [
-        *LLAMA,
-        "train.max_steps=6",
-        "train.global_batch_size=16",
-        "train.checkpoint_interval=1000",
-        "train.eval_interval=3",
-        "train.log_interval=1",
-        f'train.parallelism="{parallelism}"',
-    ]
-    one = fresh_run_with_shards(
-        tmp_path, "one", llama_run, tiny_recipe(*common, "train.micro_batch_size=16")
-    )
-    two = fresh_run_with_shards(
-        tmp_path, "two", llama_run, tiny_recipe(*common, "train.micro_batch_size=4")
-    )
-    assert glotta("train", "--run-dir", str(one.root)).returncode == 0
-    result = glotta_torchrun("train", "--run-dir", str(two.root))
-    assert result.returncode == 0, result.stderr[-3000:]
-    plan = json.loads((two.train / "train_config.json").read_text())["plan"]
-    assert (plan["world_size"], plan["accumulation"], plan["micro_batch_size"]) == (2, 2, 4)
-    a, b = loss_curve(one), loss_curve(two)
-    assert len(a) == len(b) == 6
-    assert max(abs(x - y) / abs(x) for x, y in zip(a, b, strict=True)) <= 1e-5, (a, b)
-    wa, wb = weights(one.checkpoints / "step_00000006"), weights(two.checkpoints / "step_00000006")
-    worst = max(((wa[k] - wb[k]).abs().max().item(), k) for k in wa)
-    assert worst[0] <= 5e-5, worst
+    assert_two_processes_reproduce_one(tmp_path, llama_run, parallelism, *LLAMA, steps=6)
 
 
 def test_a_student_cut_from_llama_teacher_layers_starts_exactly_there(llama_run):
