@@ -240,7 +240,8 @@ def glotta_worker(s: Settings, variant: Variant) -> dict[str, Any]:
     from glotta.config import TrainConfig
     from glotta.errors import GlottaError
     from glotta.rundir import RunDir
-    from glotta.train.plan import autocast_dtype, run_train
+    from glotta.train.loop import run_train
+    from glotta.train.plan import autocast_dtype
 
     cfg = TrainConfig(
         block_size=s.block_size,
