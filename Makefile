@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Where the demo run writes (corpus, tokenizer, shards, checkpoints, eval, export).
 RUN_DIR ?= runs/demo
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-slow lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,13 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/glotta run demo --run-dir $(RUN_DIR) --sample
 
+# The default run (~12 min on 2 cores); the slow checks (more processes, more models) run with
+# make test-slow, which CI (.ci/run) runs after it.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 lint: setup
 	$(BIN)/ruff check src tests

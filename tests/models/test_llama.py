@@ -128,6 +128,7 @@ def test_longer_context_phase_with_a_new_rope_base_resumes_bitwise(llama_run, tm
         )
 
 
+@pytest.mark.slow  # the loop's 2-process path is tested on GPT-2 in the default run
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
 def test_two_processes_reproduce_the_one_process_run(llama_run, tmp_path, parallelism):
     assert_two_processes_reproduce_one(tmp_path, llama_run, parallelism, *LLAMA, steps=6)
