@@ -14,133 +14,19 @@ import json
 import os
 import sys
 import traceback
-import typing
 from pathlib import Path
-from typing import Any
 
 from glotta import __version__
-from glotta.config import SECTIONS, Recipe
+from glotta.cli_options import (
+    add_config_flags,
+    add_recipe_args,
+    flag_overrides,
+    resolve_recipe,
+    resolve_run,
+)
 from glotta.errors import GlottaError
 from glotta.recipe import load_recipe, shipped_recipes
 from glotta.rundir import RunDir
-
-# ---------------------------------------------------------------------------------------------
-# Flags generated from config dataclasses
-
-
-def _add_config_flags(parser: argparse.ArgumentParser, section: str) -> None:
-    cls = SECTIONS[section]
-    group = parser.add_argument_group(
-        f"[{section}] settings",
-        "override the recipe's values (same as --set " + section + ".KEY=V)",
-    )
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        # argparse formats help with %-interpolation: a literal "15%" must be written "15%%".
-        help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
-        dest = f"{section}__{f.name}"
-        if kind is bool:
-            group.add_argument(
-                flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        elif typing.get_origin(kind) is list:
-            (item,) = typing.get_args(kind)
-            if dataclasses.is_dataclass(item):  # tables: recipe or --set only
-                group.add_argument(
-                    flag,
-                    dest=dest,
-                    type=_no_flag,
-                    default=None,
-                    metavar="(recipe)",
-                    help=f"{help_text}; set in the recipe or with --set "
-                    f"'{section}.{f.name}=[{{...}}]'",
-                )
-                continue
-            group.add_argument(
-                flag, dest=dest, nargs="*", type=item, default=None, metavar="VALUE", help=help_text
-            )
-        else:
-            group.add_argument(
-                flag,
-                dest=dest,
-                type=kind,
-                default=None,
-                choices=f.metadata.get("choices"),
-                help=help_text,
-            )
-
-
-def _no_flag(value: str) -> Any:
-    raise argparse.ArgumentTypeError("set this in the recipe or with --set (a list of tables)")
-
-
-def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    overrides: dict[str, dict[str, Any]] = {}
-    for dest, value in vars(args).items():
-        if "__" in dest and value is not None:
-            section, key = dest.split("__", 1)
-            overrides.setdefault(section, {})[key] = value
-    return overrides
-
-
-def _add_recipe_args(parser: argparse.ArgumentParser, recipe_positional: bool = True) -> None:
-    if recipe_positional:
-        parser.add_argument(
-            "recipe",
-            nargs="?",
-            help="Shipped recipe name (see `glotta recipes`) or path to a TOML recipe. "
-            "Default: RUN_DIR/recipe.toml if present, else built-in defaults.",
-        )
-    parser.add_argument("--run-dir", type=Path, help="Run directory (default: runs/RECIPE_NAME).")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="Override a recipe value, e.g. --set train.max_steps=100 (repeatable; "
-        'values are TOML: 3, 1e-4, true, ["a", "b"]).',
-    )
-
-
-def _resolve_recipe(args: argparse.Namespace) -> Recipe:
-    """The recipe: a file or name (else RUN_DIR/recipe.toml, else defaults) + --set + flags."""
-    from glotta.config import recipe_to_dict
-    from glotta.recipe import recipe_from_dict
-
-    recipe_arg = getattr(args, "recipe", None)
-    if recipe_arg is None and args.run_dir and (args.run_dir / "recipe.toml").is_file():
-        recipe_arg = str(args.run_dir / "recipe.toml")
-    recipe = load_recipe(recipe_arg, args.overrides)
-    flags = _flag_overrides(args)
-    if flags:
-        data = recipe_to_dict(recipe)
-        for section, values in flags.items():
-            data[section].update(values)
-        recipe = recipe_from_dict(data, "command-line flags")
-    return recipe
-
-
-def _resolve(args: argparse.Namespace) -> tuple[Recipe, RunDir]:
-    """The recipe and run directory of a stage command; a changed recipe is saved in the run."""
-    from glotta.pipeline import default_run_dir, save_recipe
-
-    recipe = _resolve_recipe(args)
-    run_dir = RunDir(args.run_dir or default_run_dir(recipe))
-    from glotta.validate import validate_recipe, writable_problem
-
-    if args.command != "run":
-        validate_recipe(recipe, run_dir.root, [args.command])
-    elif problem := writable_problem(run_dir.root):  # the rest once the plan is known
-        raise GlottaError(problem)
-    changed = getattr(args, "recipe", None) is not None or args.overrides or _flag_overrides(args)
-    if changed and args.command != "run":  # run_recipe saves it once the whole plan is checked
-        save_recipe(recipe, run_dir)
-    return recipe, run_dir
-
 
 # ---------------------------------------------------------------------------------------------
 # Subcommands
@@ -149,7 +35,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Recipe, RunDir]:
 def cmd_corpus(args):
     from glotta.corpus import run_corpus
 
-    recipe, run_dir = _resolve(args)
+    recipe, run_dir = resolve_run(args)
     run_corpus(recipe.corpus, run_dir.corpus)
 
 
@@ -159,26 +45,26 @@ def cmd_tokenizer(args):
     if args.input:
         if not args.out:
             raise GlottaError("--input needs --out DIR (where to write the tokenizer)")
-        recipe = _resolve_recipe(args)
+        recipe = resolve_recipe(args)
         train_tokenizer_on_files(
             recipe.tokenizer, recipe.corpus, [Path(p) for p in args.input], args.out
         )
         return
-    recipe, run_dir = _resolve(args)
+    recipe, run_dir = resolve_run(args)
     run_tokenizer(recipe.tokenizer, run_dir)
 
 
 def cmd_pack(args):
     from glotta.tokenizer.pack import run_pack
 
-    recipe, run_dir = _resolve(args)
+    recipe, run_dir = resolve_run(args)
     run_pack(recipe.pack, run_dir)
 
 
 def cmd_train(args):
     from glotta.train.loop import run_train
 
-    recipe, run_dir = _resolve(args)
+    recipe, run_dir = resolve_run(args)
     resume = _resume_mode(args)
     run_train(recipe.train, recipe.model, run_dir, resume=resume)
 
@@ -186,7 +72,7 @@ def cmd_train(args):
 def cmd_distill(args):
     from glotta.distill import run_distill
 
-    recipe, run_dir = _resolve(args)
+    recipe, run_dir = resolve_run(args)
     resume = _resume_mode(args)
     run_distill(recipe.distill, run_dir, recipe.train, recipe.model, resume=resume)
 
@@ -194,7 +80,7 @@ def cmd_distill(args):
 def cmd_compare(args):
     from glotta.evaluate.compare import format_comparison, run_compare
 
-    recipe = _resolve_recipe(args)
+    recipe = resolve_recipe(args)
     result = run_compare(
         recipe.eval,
         RunDir(args.run_dir) if args.run_dir else None,
@@ -233,10 +119,10 @@ def cmd_eval(args):
         for model in args.model:
             check_model_folder(model, args.tokenizer)
         # the recipe, if given, brings its [eval] settings (context, stride, batch size)
-        rows = evaluate_folders(args.model, args.text, _resolve_recipe(args).eval, args.tokenizer)
+        rows = evaluate_folders(args.model, args.text, resolve_recipe(args).eval, args.tokenizer)
         print(json.dumps(rows, indent=2) if args.json else format_table(rows))
         return
-    recipe, run_dir = _resolve(args)
+    recipe, run_dir = resolve_run(args)
     results = run_eval(recipe.eval, run_dir)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -247,7 +133,7 @@ def cmd_eval_ner(args):
     from glotta.pipeline import default_run_dir
     from glotta.rundir import write_json_atomic
 
-    recipe = _resolve_recipe(args)
+    recipe = resolve_recipe(args)
     cfg = recipe.ner
     run_dir = None  # results go to RUN_DIR/eval/ner.json only for the run's own model
     if cfg.model:
@@ -277,7 +163,7 @@ def cmd_generate(args):
     from glotta.validate import check_model_folder, generate_problems, raise_problems
 
     recipe = load_recipe(None, args.overrides)
-    flags = _flag_overrides(args).get("generate", {})
+    flags = flag_overrides(args).get("generate", {})
     cfg = dataclasses.replace(recipe.generate, **flags)
     raise_problems(generate_problems([], dataclasses.replace(recipe, generate=cfg)))
     model_dir = args.model or (args.run_dir / "export" if args.run_dir else None)
@@ -315,7 +201,7 @@ def cmd_serve(args):
 def cmd_export(args):
     from glotta.export.stage import run_export
 
-    recipe, run_dir = _resolve(args)
+    recipe, run_dir = resolve_run(args)
     out = run_export(recipe.export, recipe.recipe, recipe.generate, run_dir)
     print(f"exported to {out}")
 
@@ -323,7 +209,7 @@ def cmd_export(args):
 def cmd_run(args):
     from glotta.pipeline import run_recipe
 
-    recipe, run_dir = _resolve(args)
+    recipe, run_dir = resolve_run(args)
     resume = "never" if args.no_resume else "auto"
     timings = run_recipe(recipe, run_dir, force=args.force, resume=resume)
     total = sum(timings.values())
@@ -346,7 +232,7 @@ def cmd_check(args):
     from glotta.pipeline import default_run_dir
     from glotta.runinfo import format_check
 
-    recipe = _resolve_recipe(args)
+    recipe = resolve_recipe(args)
     run_dir = RunDir(args.run_dir or default_run_dir(recipe))
     text, problems = format_check(recipe, run_dir, force=args.force)
     print(text)
@@ -370,7 +256,7 @@ def cmd_trim_vocab(args):
     from glotta.corpus.readers import iter_documents
     from glotta.distill.trim_vocab import trim_vocabulary
 
-    recipe = _resolve_recipe(args)
+    recipe = resolve_recipe(args)
     # The texts are read and cleaned as the corpus stage would (formats, markup, filters).
     source = dataclasses.replace(recipe.corpus, inputs=list(args.input), near_dedup=False)
     texts = (d.text for d in process_stream(source, iter_documents(source)) if not d.drop)
@@ -469,9 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def stage(name, func, help_text, sections, recipe_positional=True):
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _add_recipe_args(p, recipe_positional)
+        add_recipe_args(p, recipe_positional)
         for section in sections:
-            _add_config_flags(p, section)
+            add_config_flags(p, section)
         p.set_defaults(func=func)
         return p
 
