@@ -179,12 +179,30 @@ def test_a_real_subprocess_shows_no_traceback():
     assert result.stderr.strip() == "glotta: error: --model /no/such/model/folder: no such folder"
 
 
-def test_an_internal_error_shows_the_traceback_and_asks_for_a_report(folders, tmp_path):
-    """A broken tokenizer.json is not a case glotta checks for: it surfaces as an internal error."""
+def test_a_damaged_tokenizer_in_a_model_folder_is_named(folders, tmp_path, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(folders["export"], broken)
     (broken / "tokenizer.json").write_text('{"version": "1.0", "model": 5}')
-    result = glotta("generate", "--model", str(broken), "hello")
-    assert result.returncode == 1
-    assert "Traceback" in result.stderr
-    assert "please report it" in result.stderr.splitlines()[-1]
+    text = str(folders["file"])
+    for command in (
+        ["generate", "--model", str(broken), "hello"],
+        ["eval", "--model", str(broken), "--text", text],
+    ):
+        code, _, err = run_cli(capsys, *command)
+        assert_one_clear_line(code, err, f"{broken / 'tokenizer.json'} is not a readable tokenizer")
+
+
+def test_an_internal_error_shows_the_traceback_and_asks_for_a_report(folders, monkeypatch, capsys):
+    """A bug (here: an exception no command expects, raised where `glotta status` reads the run)
+    reaches the user as its traceback plus one line asking for a report, exit status 1."""
+
+    def buggy(run_dir):
+        raise ZeroDivisionError("a bug in glotta")
+
+    monkeypatch.setattr("glotta.runinfo.format_status", buggy)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["status", "--run-dir", str(folders["export"].parent)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert "Traceback" in err and "ZeroDivisionError: a bug in glotta" in err
+    assert "please report it" in err.splitlines()[-1]

@@ -12,7 +12,7 @@ from pathlib import Path
 from glotta.corpus import run_corpus
 from glotta.evaluate.stage import run_eval
 from glotta.export.stage import run_export
-from glotta.rundir import RunDir
+from glotta.rundir import MARKER, RunDir, is_complete
 from glotta.train.loop import run_train
 from tests.conftest import tiny_recipe
 
@@ -49,6 +49,11 @@ def test_an_undertrained_model_is_exported_with_a_visible_warning(tiny_run, tmp_
     os.umask(umask)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir() if p.is_file()}
     assert set(modes.values()) == {0o666 & ~umask}, modes
+    # Only what a model folder needs: glotta's own bookkeeping (the stage marker) sits beside it.
+    assert MARKER not in modes and "stats.json" not in modes
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(modes)
+    assert is_complete(out) and (out.parent / f"export.{MARKER}").is_file()
+    assert not out.with_name("export.partial").exists()
 
 
 def test_a_trained_model_gets_no_warning(tiny_run):

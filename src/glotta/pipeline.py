@@ -21,7 +21,7 @@ from typing import Any
 from glotta.config import Recipe, recipe_to_dict
 from glotta.errors import GlottaError
 from glotta.recipe import dump_toml
-from glotta.rundir import MARKER, RunDir, chained_fingerprint, is_complete, stage_fingerprint
+from glotta.rundir import RunDir, chained_fingerprint, is_complete, read_marker, stage_fingerprint
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def plan_stages(recipe: Recipe, run_dir: RunDir, force: bool = False) -> list[Pl
         upstream = sorted(DEPENDS.get(stage.name, set()) & rerun)
         if upstream:
             reason = f"runs after {' and '.join(upstream)}"
-        elif not (folder / MARKER).is_file():
+        elif read_marker(folder) is None:
             reason = "not run yet"
         elif not is_complete(
             folder, stage_fingerprint(*_flat(stage.fingerprint_inputs(run_dir, recipe)))

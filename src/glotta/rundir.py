@@ -15,7 +15,9 @@ RUN_DIR/
 A stage writes ``COMPLETE.json`` into its folder as the very last thing it does; it holds a
 fingerprint of the stage's config (and of the stages before it), so `glotta run` skips a stage only
 when it finished with the same settings. A stage deletes its marker before it starts, so an
-interrupted stage never looks finished.
+interrupted stage never looks finished. A published folder (the export: a model folder that is
+uploaded or copied as it is) holds only the model's files; its marker sits beside it, as
+``export.COMPLETE.json``.
 """
 
 from __future__ import annotations
@@ -74,27 +76,43 @@ def fingerprint(*configs: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def marker_path(stage_dir: Path, published: bool = False) -> Path:
+    """Where the completion marker of a stage folder is written: inside it, or beside it for a
+    published folder."""
+    return stage_dir.with_name(f"{stage_dir.name}.{MARKER}") if published else stage_dir / MARKER
+
+
+def read_marker(stage_dir: Path) -> dict | None:
+    """The completion marker of a stage folder (inside it or beside it), or None when the stage
+    has not finished or its marker is unreadable."""
+    for path in (marker_path(stage_dir), marker_path(stage_dir, published=True)):
+        if path.is_file():
+            try:
+                marker = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+            return marker if isinstance(marker, dict) else None
+    return None
+
+
 def is_complete(stage_dir: Path, expected_fingerprint: str | None = None) -> bool:
-    marker = stage_dir / MARKER
-    if not marker.is_file():
+    marker = read_marker(stage_dir)
+    if marker is None:
         return False
-    if expected_fingerprint is None:
-        return True
-    try:
-        return json.loads(marker.read_text())["fingerprint"] == expected_fingerprint
-    except (OSError, ValueError, KeyError):
-        return False
+    return expected_fingerprint is None or marker.get("fingerprint") == expected_fingerprint
 
 
-def begin_stage(stage_dir: Path) -> None:
+def begin_stage(stage_dir: Path, published: bool = False) -> None:
     """Create the stage folder and remove an old marker, so a crash leaves no 'finished' stage."""
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / MARKER).unlink(missing_ok=True)
+    (stage_dir.parent if published else stage_dir).mkdir(parents=True, exist_ok=True)
+    marker_path(stage_dir, published).unlink(missing_ok=True)
 
 
-def mark_complete(stage_dir: Path, stage: str, fingerprint_value: str, summary: dict) -> None:
+def mark_complete(
+    stage_dir: Path, stage: str, fingerprint_value: str, summary: dict, published: bool = False
+) -> None:
     write_json_atomic(
-        stage_dir / MARKER,
+        marker_path(stage_dir, published),
         {
             "stage": stage,
             "fingerprint": fingerprint_value,
@@ -122,10 +140,8 @@ def stage_fingerprint(config: Any, *upstream_dirs: Path) -> str:
     """
     upstream = []
     for stage_dir in upstream_dirs:
-        try:
-            upstream.append(json.loads((stage_dir / MARKER).read_text())["fingerprint"])
-        except (OSError, ValueError, KeyError):
-            upstream.append("missing")
+        marker = read_marker(stage_dir) or {}
+        upstream.append(str(marker.get("fingerprint", "missing")))
     return chained_fingerprint(config, upstream)
 
 

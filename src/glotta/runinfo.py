@@ -13,7 +13,7 @@ from pathlib import Path
 
 from glotta.config import Recipe, recipe_to_dict
 from glotta.recipe import dump_toml
-from glotta.rundir import MARKER, RunDir, latest_checkpoint
+from glotta.rundir import RunDir, is_complete, latest_checkpoint, read_marker
 
 # Rough UTF-8 bytes per token of a trained BPE (3.5-4.5 on European text, less on Japanese);
 # only used before the corpus has been packed, and said to be a rough guess.
@@ -37,7 +37,7 @@ def estimate(recipe: Recipe, run_dir: RunDir) -> list[str]:
     """Tokens in the train split and optimizer steps: measured when shards exist, else guessed."""
     t = recipe.train
     meta_path = run_dir.shards / "meta.json"
-    if (run_dir.shards / MARKER).is_file() and meta_path.is_file():
+    if is_complete(run_dir.shards) and meta_path.is_file():
         tokens = json.loads(meta_path.read_text())["splits"]["train"]["tokens"]
         source = f"{tokens:,} tokens in the packed train split"
     else:
@@ -95,14 +95,10 @@ def format_status(run_dir: RunDir) -> str:
         raise GlottaError(f"--run-dir {run_dir.root}: no such folder")
     lines = [f"run directory {run_dir.root}"]
     for name in ("corpus", "tokenizer", "shards", "train", "eval", "ner", "export"):
-        marker = run_dir.root / name / MARKER
-        if marker.is_file():
-            try:
-                info = json.loads(marker.read_text())
-                lines.append(f"  {name:<10} complete ({info.get('stage', name)}, "
-                             f"{info.get('finished_at', '?')})")  # fmt: skip
-            except ValueError:
-                lines.append(f"  {name:<10} marker unreadable")
+        marker = read_marker(run_dir.root / name)
+        if marker is not None:
+            lines.append(f"  {name:<10} complete ({marker.get('stage', name)}, "
+                         f"{marker.get('finished_at', '?')})")  # fmt: skip
         elif (run_dir.root / name).is_dir():
             lines.append(f"  {name:<10} started, not finished")
         else:

@@ -11,9 +11,9 @@ import hashlib
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer
 
 from glotta.errors import GlottaError
+from glotta.tokenizer.files import read_tokenizer_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
 
@@ -96,9 +96,8 @@ def check_vocabulary(
     ``kept_ids``: the student's tokenizer is the teacher's trimmed to these ids (in order).
     """
     path = Path(student_tokenizer_dir) / "tokenizer.json"
-    if not path.is_file():
-        raise GlottaError(f"no tokenizer in {student_tokenizer_dir}; run `glotta tokenizer` first")
-    student_vocab = Tokenizer.from_file(str(path)).get_vocab(with_added_tokens=True)
+    student = read_tokenizer_file(path, "run `glotta tokenizer` first")
+    student_vocab = student.get_vocab(with_added_tokens=True)
     from transformers import AutoTokenizer
 
     try:

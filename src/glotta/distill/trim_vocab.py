@@ -95,7 +95,7 @@ def plan_trim(
     model_dir: Path, texts: Iterable[str], min_count: int = 1, keep_chars: bool = True
 ) -> TrimPlan:
     """Count the corpus's tokens with the tokenizer in ``model_dir`` and choose the kept ones."""
-    from tokenizers import Tokenizer
+    from glotta.tokenizer.files import read_tokenizer_file
 
     tokenizer_file = Path(model_dir) / "tokenizer.json"
     if not tokenizer_file.is_file():
@@ -106,9 +106,8 @@ def plan_trim(
             f"{tokenizer_file}: vocabulary trimming supports WordPiece tokenizers (BERT, mBERT), "
             f"not {spec['model']['type']}"
         )
-    counter = Tokenizer.from_file(str(tokenizer_file))
-    counter.no_truncation()  # count every token of a document, not the first 128
-    counter.no_padding()
+    # Count every token of a document, not the first 128.
+    counter = read_tokenizer_file(tokenizer_file, "a fast tokenizer is needed")
     counts = count_token_ids(counter, texts)
     if not counts:
         raise GlottaError("the corpus for vocabulary trimming is empty: give --input files")

@@ -89,7 +89,8 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
     out = Path(cfg.out) if cfg.out else run_dir.export
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    begin_stage(partial)
+    begin_stage(out, published=True)  # the marker beside the folder goes first
+    partial.mkdir()
 
     if is_masked_lm(checkpoint):  # BERT/RoBERTa: a fill-mask model, no generation defaults
         # An encoder without a head (distilled from a sentence encoder) stays one: loading it as
@@ -135,13 +136,14 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
     for path in partial.iterdir():
         if path.is_file():
             path.chmod(0o666 & ~umask)
-    mark_complete(
-        partial,
-        "export",
-        stage_fingerprint(ExportStage(cfg, info, gen), *export_upstream(run_dir)),
-        {"checkpoint": str(checkpoint)},
-    )
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
+    mark_complete(
+        out,
+        "export",
+        stage_fingerprint(ExportStage(cfg, info, gen), *export_upstream(run_dir)),
+        {"checkpoint": str(checkpoint)},
+        published=True,
+    )
     return out

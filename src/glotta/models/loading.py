@@ -9,6 +9,7 @@ from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
 from glotta.errors import GlottaError
+from glotta.tokenizer.files import read_tokenizer_file
 
 # transformers model types of encoders that glotta treats as masked LMs.
 ENCODER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra")
@@ -62,15 +63,9 @@ def load_masked_lm(model_dir: Path | str, device: torch.device | str = "cpu"):
 
 
 def load_tokenizer(folder: Path | str) -> Tokenizer:
-    path = Path(folder) / "tokenizer.json"
-    if not path.is_file():
-        raise GlottaError(f"{folder} has no tokenizer.json; pass --tokenizer DIR")
-    tokenizer = Tokenizer.from_file(str(path))
     # Scoring and generation see whole texts: the file's own truncation and padding (kept in the
     # exported tokenizer for its users) would cut documents and score pad tokens.
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
+    return read_tokenizer_file(Path(folder) / "tokenizer.json", "pass --tokenizer DIR")
 
 
 def eos_id_of(tokenizer: Tokenizer, model) -> int:

@@ -46,6 +46,7 @@ from glotta.rundir import (
     stage_fingerprint,
     write_json_atomic,
 )
+from glotta.tokenizer.files import read_tokenizer_file
 from glotta.tokenizer.shards import HEADER_BYTES, VERSION, ShardWriter, token_dtype
 
 META_FILE = "meta.json"
@@ -59,14 +60,9 @@ def pack_fingerprint(cfg: PackConfig, run_dir: RunDir) -> str:
 
 def load_trained_tokenizer(tokenizer_dir: Path) -> tuple[Tokenizer, str, int]:
     """The ``tokenizers.Tokenizer`` of a tokenizer folder, its eos token and eos id."""
+    # Shards hold every token of every document, whatever the file says about truncation.
     path = tokenizer_dir / "tokenizer.json"
-    if not path.is_file():
-        raise GlottaError(f"{tokenizer_dir} has no tokenizer.json; run `glotta tokenizer` first")
-    tokenizer = Tokenizer.from_file(str(path))
-    # A pretrained tokenizer.json may truncate and pad (sentence-transformers set both to 128):
-    # settings for its users, not for data. Shards hold every token of every document.
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
+    tokenizer = read_tokenizer_file(path, "run `glotta tokenizer` first")
     eos = None
     config_path = tokenizer_dir / "tokenizer_config.json"
     if config_path.is_file():

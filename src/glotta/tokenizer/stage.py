@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer
-
 from glotta.config import CorpusConfig, TokenizerConfig
 from glotta.corpus.dedup import assign_split
 from glotta.corpus.process import process_stream
@@ -38,6 +36,7 @@ from glotta.rundir import (
     write_json_atomic,
 )
 from glotta.tokenizer.fertility import fertility
+from glotta.tokenizer.files import read_tokenizer_file
 from glotta.tokenizer.train import (
     SENTENCEPIECE_FILE,
     TRAINING_STATS_FILE,
@@ -155,9 +154,8 @@ def _train_and_measure(
     text where there is some).
     """
     stats = train_tokenizer(cfg, texts, out_dir)
-    tokenizer = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
-    tokenizer.no_truncation()  # fertility counts every token (a pretrained file may truncate)
-    tokenizer.no_padding()
+    # Fertility counts every token (a pretrained file may truncate).
+    tokenizer = read_tokenizer_file(out_dir / "tokenizer.json", "run `glotta tokenizer` first")
     fertility_split, fertility_texts = fertility_text()
     stats["fertility"] = {"split": fertility_split, **fertility(tokenizer, fertility_texts)}
     write_json_atomic(out_dir / TRAINING_STATS_FILE, stats)
