@@ -58,7 +58,9 @@ class CleanShard(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         mine = task_files(self.files, rank, world_size)
         path = Path(self.shard_dir) / f"{rank:05d}.jsonl.gz"
-        tmp = path.with_name(path.name + ".partial")
+        # A name of this process's own: a task re-run while an earlier attempt still writes
+        # (an orphaned process of a killed worker) never shares its half-written file.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
         samples: Counter[str] = Counter()
         if mine:
             processor = DocumentProcessor(self.cfg)
@@ -108,24 +110,41 @@ def run_sharded(cfg: CorpusConfig, out_dir: Path) -> Iterator[Processed]:
             shutil.rmtree(old, ignore_errors=True)
     shard_dir.mkdir(parents=True, exist_ok=True)
 
+    from glotta.corpus.executors import finish
+
     executor = _executor(cfg, [CleanShard(cfg, files, str(shard_dir))], tasks, shard_dir)
-    executor.run()
+    failures = executor.run() or {}  # slurm: submits the job array and returns
+    finish(failures)  # a task that raised (a damaged input file): its own message
     missing = executor.get_incomplete_ranks(range(tasks))
     if missing:
-        raise GlottaError(
+        raise GlottaError(_unfinished_message(cfg, missing, tasks, failures, shard_dir))
+    for stale in shard_dir.glob("*.partial"):  # left by killed attempts
+        stale.unlink(missing_ok=True)
+    return _merge(shard_dir, tasks)
+
+
+def _unfinished_message(cfg, missing: list[int], tasks: int, failures: dict, shard_dir) -> str:
+    logs = shard_dir / "logs"
+    if cfg.executor == "slurm":
+        return (
             f"{len(missing)} of {tasks} corpus tasks have not finished (e.g. task {missing[0]}; "
-            f"logs in {shard_dir / 'logs'}); run the same command again when they have "
+            f"logs in {logs}); run the same command again when the Slurm job has finished "
             "(finished tasks are skipped)"
         )
-    return _merge(shard_dir, tasks)
+    how = "; ".join(f"task {rank}: {failures[rank]}" for rank in missing if rank in failures)
+    return (
+        f"{len(missing)} of {tasks} corpus tasks did not finish ({how or f'e.g. task {missing[0]}'}"
+        f"; logs in {logs}); run the same command again: finished tasks are skipped, "
+        "unfinished ones start over"
+    )
 
 
 def _executor(cfg: CorpusConfig, pipeline: list, tasks: int, shard_dir: Path):
     logs = str(shard_dir / "logs")
     if cfg.executor == "datatrove-local":
-        from datatrove.executor import LocalPipelineExecutor
+        from glotta.corpus.executors import SupervisedLocalExecutor
 
-        return LocalPipelineExecutor(
+        return SupervisedLocalExecutor(
             pipeline, tasks=tasks, workers=min(tasks, worker_count(cfg)), logging_dir=logs
         )
     if cfg.executor == "slurm":
@@ -142,9 +161,9 @@ def _executor(cfg: CorpusConfig, pipeline: list, tasks: int, shard_dir: Path):
             job_name="glotta-corpus",
             venv_path=os.environ.get("VIRTUAL_ENV"),
         )
-    from datatrove.executor import RayPipelineExecutor  # executor == "ray"
+    from glotta.corpus.executors import GlottaRayExecutor  # executor == "ray"
 
-    return RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=logs)
+    return GlottaRayExecutor(pipeline, tasks=tasks, logging_dir=logs)
 
 
 def _merge(shard_dir: Path, tasks: int) -> Iterator[Processed]:
