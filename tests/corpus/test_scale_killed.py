@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -28,6 +29,7 @@ from glotta.config import CorpusConfig
 from glotta.corpus.executors import RAY_TASK_RETRIES
 from glotta.corpus.scale import SHARDS_DIR
 from glotta.corpus.stage import run_corpus
+from glotta.errors import GlottaError
 from glotta.rundir import MARKER
 from tests.corpus.real_text import russian_contexts
 
@@ -63,17 +65,59 @@ def recipe_args(files, run_dir: Path, executor: str) -> list[str]:
     return ["corpus", "--run-dir", str(run_dir)] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]  # fmt: skip
 
 
-def start_glotta(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "glotta", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},
-    )
+class Command:
+    """``glotta corpus`` as a user runs it: a subprocess; its exit status and its error line."""
+
+    def __init__(self, files, run_dir: Path, executor: str, env: dict | None):
+        # A file, not a pipe: a pipe nobody reads while the test kills would fill and block.
+        self.log = run_dir.with_name(f"{run_dir.name}-{time.monotonic_ns()}.log")
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "glotta", *recipe_args(files, run_dir, executor)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},
+            )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def finish(self) -> tuple[int, str]:
+        try:
+            self.proc.wait(timeout=WAIT_S)
+        finally:
+            if self.alive():
+                self.proc.kill()
+                self.proc.wait()
+        stderr = self.log.read_text("utf-8")
+        assert "Traceback" not in stderr, stderr[-3000:]
+        errors = [line for line in stderr.splitlines() if line.startswith("glotta: error: ")]
+        assert len(errors) == (self.proc.returncode != 0), stderr[-3000:]
+        return self.proc.returncode, errors[0].removeprefix("glotta: error: ") if errors else ""
 
 
-def kill_task_reading(fifo: Path, content: str, glotta: subprocess.Popen, shard_dir: Path) -> str:
+class InProcess:
+    """The same stage called in this process (no interpreter start-up: seconds, not tens)."""
+
+    def __init__(self, files, run_dir: Path, executor: str, env: dict | None):
+        cfg = CorpusConfig(inputs=[str(p) for p in files], executor=executor, tasks=TASKS, workers=2, **FILTERS)  # fmt: skip
+        self.pool = ThreadPoolExecutor(1)
+        self.future = self.pool.submit(run_corpus, cfg, run_dir / "corpus")
+
+    def alive(self) -> bool:
+        return not self.future.done()
+
+    def finish(self) -> tuple[int, str]:
+        try:
+            self.future.result(timeout=WAIT_S)
+            return 0, ""
+        except GlottaError as exc:  # what the command line prints, with exit status 2
+            return 2, str(exc)
+        finally:
+            self.pool.shutdown()
+
+
+def kill_task_reading(fifo: Path, content: str, glotta, shard_dir: Path) -> str:
     """Wait until a task opens ``fifo``, feed it half of ``content``, SIGKILL the process that
     reads it while its shard is half written; return that process's name."""
     deadline = time.monotonic() + WAIT_S
@@ -82,7 +126,7 @@ def kill_task_reading(fifo: Path, content: str, glotta: subprocess.Popen, shard_
         try:
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError:
-            assert glotta.poll() is None, f"glotta ended first: {glotta.communicate()[1][-3000:]}"
+            assert glotta.alive(), f"the run ended first: {glotta.finish()}"
             assert time.monotonic() < deadline, f"no task opened {fifo} in {WAIT_S} s"
             time.sleep(0.05)
     try:
@@ -110,8 +154,9 @@ def holds(process: psutil.Process, path: Path) -> bool:
     return False
 
 
-def killed_then_rerun(tmp_path: Path, executor: str, kills: int, env: dict | None = None):
-    """Reference local run; the run with task HELD killed ``kills`` times; the re-run."""
+def killed_then_rerun(tmp_path: Path, executor: str, kills: int, run=InProcess, env=None):
+    """Reference local run; the run with task HELD killed ``kills`` times; the re-run.
+    Returns the names of the killed processes and the failed run's error message."""
     files = write_inputs(tmp_path)
     inputs = [str(p) for p in files]
     reference = run_corpus(CorpusConfig(inputs=inputs, workers=1, **FILTERS), tmp_path / "local")
@@ -121,19 +166,14 @@ def killed_then_rerun(tmp_path: Path, executor: str, kills: int, env: dict | Non
     os.mkfifo(fifo)
     run_dir = tmp_path / "run"
     out = run_dir / "corpus"
-    glotta = start_glotta(recipe_args(files, run_dir, executor), env)
+    glotta = run(files, run_dir, executor, env)
     try:
         shard_dir = wait_for_shard_dir(out / SHARDS_DIR, glotta)
         killed = [kill_task_reading(fifo, files[fifo], glotta, shard_dir) for _ in range(kills)]
-        _, stderr = glotta.communicate(timeout=WAIT_S)
     finally:
-        if glotta.poll() is None:
-            glotta.kill()
-            glotta.communicate()
-    assert glotta.returncode == 2, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    (error,) = [line for line in stderr.splitlines() if line.startswith("glotta: error:")]
-    assert error.startswith(f"glotta: error: 1 of {TASKS} corpus tasks did not finish (task {HELD}: "), error  # fmt: skip
+        status, error = glotta.finish()
+    assert status == 2, error
+    assert error.startswith(f"1 of {TASKS} corpus tasks did not finish (task {HELD}: "), error
     assert error.endswith("finished tasks are skipped, unfinished ones start over"), error
     assert not (out / MARKER).exists()
     assert not any((out / name).exists() for name in OUTPUTS)
@@ -144,9 +184,7 @@ def killed_then_rerun(tmp_path: Path, executor: str, kills: int, env: dict | Non
 
     fifo.unlink()
     fifo.write_text(files[fifo], encoding="utf-8")
-    again = start_glotta(recipe_args(files, run_dir, executor), env)
-    _, stderr = again.communicate(timeout=WAIT_S)
-    assert again.returncode == 0, stderr[-3000:]
+    assert run(files, run_dir, executor, env).finish() == (0, "")
     # Only the killed task ran again; the finished ones were skipped, not redone.
     assert {r: (shard_dir / f"{r:05d}.jsonl.gz").stat().st_mtime_ns for r in finished} == finished
     assert not list(shard_dir.glob("*.partial"))
@@ -162,18 +200,19 @@ def killed_then_rerun(tmp_path: Path, executor: str, kills: int, env: dict | Non
     return killed, error
 
 
-def wait_for_shard_dir(shards: Path, glotta: subprocess.Popen) -> Path:
+def wait_for_shard_dir(shards: Path, glotta) -> Path:
     deadline = time.monotonic() + WAIT_S
     while not (shards.is_dir() and any(shards.iterdir())):
-        assert glotta.poll() is None, f"glotta ended first: {glotta.communicate()[1][-3000:]}"
+        assert glotta.alive(), f"the run ended first: {glotta.finish()}"
         assert time.monotonic() < deadline, f"{shards} was not created in {WAIT_S} s"
         time.sleep(0.05)
     (shard_dir,) = shards.iterdir()
     return shard_dir
 
 
-def test_datatrove_local_task_killed_then_rerun(tmp_path):
-    killed, error = killed_then_rerun(tmp_path, "datatrove-local", kills=1)
+@pytest.mark.parametrize("run", [InProcess, pytest.param(Command, marks=pytest.mark.slow)])
+def test_datatrove_local_task_killed_then_rerun(tmp_path, run):
+    killed, error = killed_then_rerun(tmp_path, "datatrove-local", kills=1, run=run)
     assert killed == ["python"]  # the task's own process, not glotta's
     assert "task 1: its process was killed by SIGKILL" in error
 
@@ -184,11 +223,13 @@ def test_ray_worker_killed_then_rerun(tmp_path):
     Ray re-runs a task whose worker died RAY_TASK_RETRIES times within the run (each re-run is
     killed here too: the FIFO is opened again by a new worker); then glotta gives up on it."""
     import ray  # in the dev extra: this test runs wherever the suite does
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         address = ray.get_runtime_context().gcs_address
         kills = RAY_TASK_RETRIES + 1
-        killed, error = killed_then_rerun(tmp_path, "ray", kills, env={"RAY_ADDRESS": address})
+        env = {"RAY_ADDRESS": address}
+        killed, error = killed_then_rerun(tmp_path, "ray", kills, run=Command, env=env)
         assert len(killed) == kills and all(n.startswith("ray::") for n in killed), killed
         assert f"task 1: its Ray worker died {kills} times" in error, error
     finally:
