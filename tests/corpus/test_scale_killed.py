@@ -13,6 +13,7 @@ regular file with the same content, which the local reference run read.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import signal
@@ -234,3 +235,16 @@ def test_ray_worker_killed_then_rerun(tmp_path):
         assert f"task 1: its Ray worker died {kills} times" in error, error
     finally:
         ray.shutdown()
+
+
+def test_a_task_with_a_damaged_input_says_which_file(tmp_path):
+    """A task that raises (not: dies) ends the run with that task's own message, as locally."""
+    files = write_inputs(tmp_path)
+    damaged = tmp_path / "part-1.jsonl.gz"
+    packed = gzip.compress(files[tmp_path / "part-1.jsonl"].encode("utf-8"))
+    damaged.write_bytes(packed[: len(packed) // 2])
+    inputs = [str(tmp_path / "part-0.jsonl"), str(damaged), str(tmp_path / "part-2.jsonl")]
+    cfg = CorpusConfig(inputs=inputs, executor="datatrove-local", tasks=TASKS, workers=2, **FILTERS)
+    with pytest.raises(GlottaError, match=r"part-1\.jsonl\.gz is truncated or corrupt"):
+        run_corpus(cfg, tmp_path / "run" / "corpus")
+    assert not (tmp_path / "run" / "corpus" / MARKER).exists()

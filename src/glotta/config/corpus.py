@@ -150,7 +150,8 @@ class CorpusConfig:
     executor: str = opt(
         "local",
         "'local' = this machine; 'datatrove-local', 'slurm', 'ray' = run the cleaning as sharded "
-        "datatrove tasks (pip install 'glotta[scale]'); finished tasks are skipped on a re-run.",
+        "datatrove tasks (pip install 'glotta[scale]'); finished tasks are skipped on a re-run. "
+        "'ray' joins the cluster named by RAY_ADDRESS (else starts one on this machine).",
         ("local", "datatrove-local", "slurm", "ray"),
     )
     tasks: int = opt(0, "datatrove executors: number of tasks (0 = one per input file).")

@@ -14,6 +14,8 @@ shards in task order through the stage's one serial consumer (exact and near ded
 writing). Because blocks are contiguous, the merged order is the input order, and the outputs
 are identical to a local run whatever the executor and the number of tasks.
 
+Where the tasks run, and what happens when one's process is killed: ``executors.py``.
+
 The ``<settings>`` folder is named by a hash of the corpus settings, so shards written with
 other settings are never mixed in.
 """
