@@ -137,6 +137,7 @@ def kill_task_reading(fifo: Path, content: str, glotta, shard_dir: Path) -> str:
         reader = None
         while reader is None:  # the descendant of this test holding the FIFO open
             reader = next((p for p in psutil.Process().children(recursive=True) if holds(p, fifo)), None)  # fmt: skip
+            time.sleep(0.05)
             assert time.monotonic() < deadline, f"no process of this test holds {fifo}"
         partial = list(shard_dir.glob(f"{HELD:05d}.jsonl.gz.*.partial"))
         assert partial and not (shard_dir / f"{HELD:05d}.jsonl.gz").exists()  # mid-task
