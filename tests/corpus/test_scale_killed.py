@@ -143,10 +143,19 @@ def kill_task_reading(fifo: Path, content: str, glotta, shard_dir: Path) -> str:
         assert partial and not (shard_dir / f"{HELD:05d}.jsonl.gz").exists()  # mid-task
         name = reader.name()
         reader.send_signal(signal.SIGKILL)
-        reader.wait(timeout=60)
+        wait_dead(reader, deadline)
     finally:
         os.close(fd)  # after the kill: the dead reader never sees the end of the file
     return name
+
+
+def wait_dead(process: psutil.Process, deadline: float) -> None:
+    """Until ``process`` is dead, without reaping it (``Process.wait`` would, for a child of this
+    process: then the run it belongs to could not learn how it ended)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        while process.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, f"{process} outlived SIGKILL"
+            time.sleep(0.05)
 
 
 def holds(process: psutil.Process, path: Path) -> bool:

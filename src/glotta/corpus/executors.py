@@ -113,6 +113,8 @@ def died(exitcode: int | None) -> str:
         name = signal.Signals(-exitcode).name
         hint = " (out of memory, or killed by hand)" if name == "SIGKILL" else ""
         return f"its process was killed by {name}{hint}"
+    if exitcode is None:  # reaped by someone else: how it ended is unknown
+        return "its process ended without a result"
     return f"its process exited with status {exitcode}"
 
 
