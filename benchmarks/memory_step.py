@@ -2,6 +2,8 @@
 
     python -m benchmarks.memory_step                 # GPT-2 small, block 1024, vocab 50,257
     python -m benchmarks.memory_step --smoke         # a tiny model, seconds
+    python -m benchmarks.memory_step --micro-batch 4 --activation-checkpointing
+                                                     # both sides recompute block activations
 
 Each side runs in a fresh process that builds the same GPT-2 (fp32, micro batch --micro-batch,
 --block-size tokens, token ids drawn at random: memory does not depend on their values), takes
@@ -12,6 +14,11 @@ one optimizer step to allocate the optimizer state, then measures the second ste
     glotta-plain     the same with train.fused_loss off (full logits, fp32 cross-entropy)
     hf-trainer       transformers Trainer, TrainingArguments defaults (fp32, AdamW, clipping 1.0),
                      max_steps 2; the second step is bracketed by a callback
+
+With --activation-checkpointing every side recomputes each block's activations in the backward
+pass (glotta: train.activation_checkpointing, as the loop enables it; Trainer:
+gradient_checkpointing=True, non-reentrant), like for like. The block activations then no
+longer dominate the step, and the logits (what the fused loss never stores whole) do.
 
 Memory is the resident set size of the process, sampled from /proc every 2 ms; glibc is told
 to map every allocation of 64 KiB or more on its own (MALLOC_MMAP_THRESHOLD_) so that freed
@@ -70,6 +77,7 @@ class Settings:
     vocab_size: int = 50257
     block_size: int = 1024
     micro_batch: int = 1
+    activation_checkpointing: bool = False
     seed: int = 0
     results_dir: str = ""
 
@@ -121,6 +129,8 @@ def build(s: Settings):
         eos_token_id=0,
     )
     model = GPT2LMHeadModel(config)
+    if s.activation_checkpointing:  # the options glotta.train.loop uses (non-reentrant)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ids = torch.randint(0, s.vocab_size, (s.micro_batch, s.block_size + 1))
     return model, ids
 
@@ -189,6 +199,8 @@ def hf_side(s: Settings) -> dict[str, Any]:
             report_to="none",
             save_strategy="no",
             seed=s.seed,
+            gradient_checkpointing=s.activation_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
         )
         Trainer(model=model, args=args, train_dataset=Blocks(), callbacks=[SecondStep()]).train()
     return marks
@@ -276,7 +288,9 @@ def run_memory_step(s: Settings) -> dict[str, Any]:
     ]
     print(
         f"GPT-2 {s.n_layer}x{s.n_embd}, vocab {s.vocab_size:,}, {s.micro_batch} x {s.block_size} "
-        "tokens, fp32; the second optimizer step of each side"
+        "tokens, fp32"
+        + (", activation checkpointing on every side" if s.activation_checkpointing else "")
+        + "; the second optimizer step of each side"
     )
     columns = [
         ("side", "side"),
@@ -289,7 +303,8 @@ def run_memory_step(s: Settings) -> dict[str, Any]:
         print(f"{key}: {'n/a' if v is None else f'{100 * v:.1f}%'}")
     path = results_path(
         "memory_step",
-        f"gpt2-{s.n_layer}l{s.n_embd}-v{s.vocab_size}-b{s.block_size}",
+        f"gpt2-{s.n_layer}l{s.n_embd}-v{s.vocab_size}-b{s.block_size}-mb{s.micro_batch}"
+        + ("-ckpt" if s.activation_checkpointing else ""),
         hardware_slug(hardware),
         Path(s.results_dir) if s.results_dir else None,
     )
@@ -320,6 +335,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--micro-batch", type=int, default=d.micro_batch, help="Sequences per step (default: 1)."
+    )
+    p.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="Recompute block activations in the backward pass, on every side (default: off).",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="Init and data seed (default: 0).")
     p.add_argument(
