@@ -99,7 +99,9 @@ def test_batch_rows_equal_their_batch_1_outputs_and_stop_on_their_own(model):
     assert generate_batch(model, PROMPTS, cfg, eos_id=eos) == expected
     assert len(expected[0]) <= 3 and any(len(e) == 12 for e in expected)
     # A stop rule per row (what stop strings use): row 2 ends after 5 tokens, others run on.
-    cut = generate_batch(model, PROMPTS, cfg, None, stop=lambda row, ids: row == 2 and len(ids) == 5)
+    cut = generate_batch(
+        model, PROMPTS, cfg, None, stop=lambda row, ids: row == 2 and len(ids) == 5
+    )
     assert cut == [alone[0], alone[1], alone[2][:5], alone[3]]
 
 

@@ -37,12 +37,21 @@ import torch.nn.functional as F
 from glotta.models import context_length
 
 
-def make_decoder(model, rows: int = 1, length: int = 0):
+def make_decoder(model, rows: int = 1, length: int = 0, compile: bool = False):
     """The fastest exact decoder for ``model``: :class:`KVDecoder` for GPT-2 and Llama-style
-    models in their usual configurations, else :class:`RecomputeDecoder`."""
+    models in their usual configurations, else :class:`RecomputeDecoder`.
+
+    ``compile`` wraps :meth:`KVDecoder.forward` in ``torch.compile`` (dynamic shapes). Off by
+    default: on a 2-core CPU it did not pay (batch 1, GPT-2 6 x 384, 32k vocabulary: 22 ms per
+    token compiled against 18-25 eager, after 5 minutes of compiling on a loaded machine): the
+    step is bound by reading the weights, which compiling does not change.
+    """
     length = length or context_length(model)
     if KVDecoder.supports(model):
-        return KVDecoder(model, rows, length)
+        decoder = KVDecoder(model, rows, length)
+        if compile:
+            decoder.forward = torch.compile(decoder.forward, dynamic=True)
+        return decoder
     return RecomputeDecoder(model, rows, length)
 
 
