@@ -80,7 +80,11 @@ class KVDecoder:
             )
         if config.model_type == "llama":
             rope = getattr(model.model.rotary_emb, "rope_type", "default")
-            return "dynamic" not in rope and not getattr(config, "pretraining_tp", 1) > 1
+            return (
+                "dynamic" not in rope  # those change the frequencies with the length
+                and getattr(config, "pretraining_tp", 1) == 1
+                and getattr(config, "partial_rotary_factor", 1.0) == 1.0
+            )
         return False
 
     def __init__(self, model, rows: int, length: int) -> None:
