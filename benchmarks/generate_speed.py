@@ -1,16 +1,22 @@
-"""Generation speed: glotta's sampling loop against HF ``model.generate``, same model and settings.
+"""Generation speed: glotta's decoding against HF ``model.generate``, same model and settings.
 
-    python -m benchmarks.generate_speed                          # sampling, 128 new tokens, batch 1
+    python -m benchmarks.generate_speed                          # sampling, 128 new tokens
     python -m benchmarks.generate_speed --greedy --repeats 1     # greedy (outputs must match)
 
 The model is the benchmark GPT-2 (6 layers, 384 wide, block 256) with the 32k tokenizer that
 train_speed prepares: random weights by default (speed does not depend on the weights except
 through early end-of-text, which both sides ignore here), or --model-dir for a trained HF folder.
 
+Two measurements, each side by side in one process with the same threads:
+
+- batch 1: ``glotta.generate.generate_ids`` against ``model.generate`` on one prompt;
+- --batch-prompts N (default 8) prompts of different lengths: ``glotta.generate.generate_batch``
+  (all N decoded together) against N batch-1 ``model.generate`` calls one after another.
+
 Both sides get the same prompt ids (end-of-text + prompt, as ``glotta generate`` builds them),
-the same temperature / top-k / top-p / repetition penalty, exactly --max-new-tokens new tokens
-(end-of-text does not stop either side), batch 1, in one process with the same threads. Runs
-alternate glotta, HF, glotta, HF ... after one short warm-up each; the median counts.
+the same temperature / top-k / top-p / repetition penalty and exactly --max-new-tokens new
+tokens per prompt (end-of-text does not stop either side). Runs alternate glotta, HF, glotta,
+HF ... after one short warm-up each; the median tokens/s counts.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import argparse
 import dataclasses
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +50,25 @@ from benchmarks.common import (
     write_results,
 )
 
-GOAL_SPEEDUP = 3.0
+GOAL_SPEEDUP = 3.0  # issue 3, batch 1
+GOAL_BATCH1 = 2.0  # issue 13: batch 1 >= 2x model.generate
+GOAL_BATCHED = 4.0  # issue 13: 8 prompts together >= 4x eight batch-1 generate calls
+# Prompts for the batched measurement (different lengths, as a server's requests would be).
+BATCH_PROMPTS = (
+    "Он долго бродил по",
+    "В тот вечер",
+    "Когда мы приехали в город, уже начинало темнеть, и",
+    "Она сказала",
+    "Утром",
+    "Старый мастер показал нам, как",
+    "Эта история началась много лет назад в маленькой деревне на берегу",
+    "Никто не знал, почему",
+)
 # --smoke: a 2-layer random GPT-2 on the smoke tokenizer, 8 new tokens, one repeat; seconds.
 SMOKE = {
     "max_new_tokens": 8,
     "repeats": 1,
+    "batch_prompts": 3,
     "n_layer": 2,
     "n_embd": 64,
     "n_head": 2,
@@ -62,6 +83,7 @@ SMOKE = {
 class Settings:
     max_new_tokens: int = 128
     repeats: int = 3
+    batch_prompts: int = 8
     greedy: bool = False
     temperature: float = 0.8
     top_k: int = 50
@@ -106,7 +128,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
     import torch
 
     from glotta.config import GenerateConfig
-    from glotta.generate import generate_ids
+    from glotta.generate import generate_batch, generate_ids
     from glotta.models import eos_id_of, load_tokenizer
 
     if s.model_dir:
@@ -128,14 +150,24 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
             f"the prompt is {len(prompt_ids)} tokens but the model has {context} positions; "
             "give a shorter --prompt"
         )
+    batch_prompts = [
+        [eos_id, *tokenizer.encode(text, add_special_tokens=False).ids]
+        for text in (BATCH_PROMPTS * (1 + s.batch_prompts // len(BATCH_PROMPTS)))[: s.batch_prompts]
+    ]
+    longest = max([len(prompt_ids)] + [len(p) for p in batch_prompts])
+    if longest >= context:
+        raise SystemExit(
+            f"a batch prompt is {longest} tokens but the model has {context} positions; "
+            "use --batch-prompts 0"
+        )
     notes = []
-    if len(prompt_ids) + s.max_new_tokens > context:
+    if longest + s.max_new_tokens > context:
         # Learned positions end at the context length: both sides would fail (HF) or stop
         # early (glotta) past it, so the run asks for what fits.
-        fits = context - len(prompt_ids)
+        fits = context - longest
         notes.append(
-            f"--max-new-tokens {s.max_new_tokens} clamped to {fits}: the prompt's "
-            f"{len(prompt_ids)} tokens plus the new ones must fit the model's {context} positions"
+            f"--max-new-tokens {s.max_new_tokens} clamped to {fits}: the longest prompt's "
+            f"{longest} tokens plus the new ones must fit the model's {context} positions"
         )
         log(notes[-1])
         s = dataclasses.replace(s, max_new_tokens=fits)
@@ -159,51 +191,62 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         hf_kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
     else:
         hf_kwargs.update(do_sample=True, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
-    input_ids = torch.tensor([prompt_ids], device=s.device)
 
     def sync() -> None:  # GPU kernels run asynchronously: wait before reading the clock
         if s.device == "cuda":
             torch.cuda.synchronize()
 
-    def run_glotta(new_tokens: int) -> tuple[float, list[int]]:
-        start = time.perf_counter()
-        ids = list(
-            generate_ids(
-                model, prompt_ids, dataclasses.replace(cfg, max_new_tokens=new_tokens), None
-            )
-        )
-        sync()
-        return time.perf_counter() - start, ids
-
-    def run_hf(new_tokens: int) -> tuple[float, list[int]]:
-        torch.manual_seed(s.seed)
-        start = time.perf_counter()
+    def hf_generate(ids: list[int], new_tokens: int) -> list[int]:
+        input_ids = torch.tensor([ids], device=s.device)
         out = model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
             **{**hf_kwargs, "max_new_tokens": new_tokens},
         )
-        sync()
-        return time.perf_counter() - start, out[0, len(prompt_ids) :].tolist()
+        return out[0, len(ids) :].tolist()
 
+    def timed(fn) -> Callable[[int], tuple[float, list[list[int]]]]:
+        def run(new_tokens: int) -> tuple[float, list[list[int]]]:
+            torch.manual_seed(s.seed)  # HF samples from the global generator
+            start = time.perf_counter()
+            rows = fn(new_tokens)
+            sync()
+            return time.perf_counter() - start, rows
+
+        return run
+
+    def glotta_one(n: int) -> list[list[int]]:
+        return [list(generate_ids(model, prompt_ids, replace(cfg, max_new_tokens=n), None))]
+
+    def glotta_batch(n: int) -> list[list[int]]:
+        return generate_batch(model, batch_prompts, replace(cfg, max_new_tokens=n), None)
+
+    sides = {
+        "glotta": timed(glotta_one),
+        "hf": timed(lambda n: [hf_generate(prompt_ids, n)]),
+    }
+    if batch_prompts:
+        sides["glotta_batch"] = timed(glotta_batch)
+        sides["hf_sequential"] = timed(lambda n: [hf_generate(p, n) for p in batch_prompts])
     log("warm-up")
-    run_glotta(8)
-    run_hf(8)
-    timings: dict[str, list[dict[str, float]]] = {"glotta": [], "hf": []}
-    outputs: dict[str, list[int]] = {}
+    for fn in sides.values():
+        fn(4)
+    timings: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+    outputs: dict[str, list[list[int]]] = {}
     for repeat in range(s.repeats):
-        for name, fn in (("glotta", run_glotta), ("hf", run_hf)):
+        for name, fn in sides.items():  # glotta, hf, glotta_batch, hf_sequential, glotta, ...
             with CpuWatch() as watch:
-                seconds, ids = fn(s.max_new_tokens)
-            outputs[name] = ids
+                seconds, rows = fn(s.max_new_tokens)
+            outputs[name] = rows
+            tokens = sum(len(r) for r in rows)
             timings[name].append(
                 {
                     "seconds": round(seconds, 4),
-                    "tokens": len(ids),
+                    "tokens": tokens,
                     "other_cpu_share": watch.result()["other_cpu_share"],
                 }
             )
-            log(f"{name} repeat {repeat + 1}: {len(ids)} tokens in {seconds:.2f}s")
+            log(f"{name} repeat {repeat + 1}: {tokens} tokens in {seconds:.2f}s")
 
     def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
         rates = [r["tokens"] / r["seconds"] for r in runs]
@@ -216,13 +259,35 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
             "ms_per_token": round(1000 / statistics.median(rates), 2),
         }
 
-    glotta, hf = summary(timings["glotta"]), summary(timings["hf"])
+    results = {name: summary(runs) for name, runs in timings.items()}
+    labels = {"glotta": "glotta", "hf": "HF", "glotta_batch": "glotta batch",
+              "hf_sequential": "HF sequential"}  # fmt: skip
     notes += [
         note
-        for label, side in (("glotta", glotta), ("HF", hf))
-        if (note := contention_note(label, {"other_cpu_share": side["other_cpu_share_max"]}))
+        for name, side in results.items()
+        if (note := contention_note(labels[name], {"other_cpu_share": side["other_cpu_share_max"]}))
     ]
+    glotta, hf = results["glotta"], results["hf"]
     speedup = ratio(glotta["tokens_per_second"], hf["tokens_per_second"])
+    batched = None
+    if batch_prompts:
+        batched = {
+            "prompts": len(batch_prompts),
+            "prompt_tokens": [len(p) for p in batch_prompts],
+            "glotta": {**results["glotta_batch"], "api": "glotta.generate.generate_batch"},
+            "hf": {
+                **results["hf_sequential"],
+                "api": f"{len(batch_prompts)} x transformers GenerationMixin.generate, batch 1",
+            },
+            "ratio": ratio(
+                results["glotta_batch"]["tokens_per_second"],
+                results["hf_sequential"]["tokens_per_second"],
+            ),
+            "same_tokens": outputs["glotta_batch"] == outputs["hf_sequential"]
+            if s.greedy
+            else None,
+        }
+    batched_ratio = batched["ratio"] if batched else None
     hardware = hardware_info()
     record = {
         "bench": "generate_speed",
@@ -242,30 +307,46 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         "hf": {**hf, "api": "transformers GenerationMixin.generate"},
         "ratio": speedup,
         "same_tokens": outputs["glotta"] == outputs["hf"] if s.greedy else None,
+        "batched": batched,
+        "batched_ratio": batched_ratio,
         "notes": notes,
         "goals": {
-            "speedup": {
-                "value": speedup,
-                "target": GOAL_SPEEDUP,
-                "met": (speedup or 0) >= GOAL_SPEEDUP,
-            }
+            "speedup": _goal(speedup, GOAL_SPEEDUP, "issue 3: batch 1 vs model.generate"),
+            "batch1_speedup": _goal(speedup, GOAL_BATCH1, "issue 13: batch 1 vs model.generate"),
+            "batched_speedup": _goal(
+                batched_ratio,
+                GOAL_BATCHED,
+                "issue 13: 8 prompts together vs 8 batch-1 model.generate calls",
+                applies=len(batch_prompts) == 8,
+            ),
         },
     }
     mode = "greedy" if s.greedy else (f"sampling T={s.temperature} top_k={s.top_k} top_p={s.top_p}")
     print(
         f"{model.config.model_type} {model.config.num_hidden_layers}x"
         f"{model.config.hidden_size} ({weights}), vocab "
-        f"{model.config.vocab_size:,}; batch 1, {len(prompt_ids)} prompt + {s.max_new_tokens} new "
+        f"{model.config.vocab_size:,}; {len(prompt_ids)} prompt + {s.max_new_tokens} new "
         f"tokens, {mode}, repetition penalty {s.repetition_penalty}; median of {s.repeats}"
     )
     rows = [
         {
-            "side": n,
+            "side": label,
             "tok_s": f"{r['tokens_per_second']:,.1f}",
             "ms": f"{r['ms_per_token']:.1f}",
             "all": ", ".join(f"{x:.1f}" for x in r["tokens_per_second_all"]),
         }
-        for n, r in (("glotta generate_ids", glotta), ("HF generate", hf))
+        for label, r in (
+            ("glotta generate_ids, batch 1", glotta),
+            ("HF generate, batch 1", hf),
+            *(
+                (
+                    (f"glotta generate_batch, {len(batch_prompts)} prompts", batched["glotta"]),
+                    (f"HF generate, {len(batch_prompts)} calls", batched["hf"]),
+                )
+                if batched
+                else ()
+            ),
+        )
     ]
     print(
         format_table(
@@ -274,8 +355,14 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         )
     )
     print(
-        f"glotta / HF: {speedup}x" + (f"; same tokens: {record['same_tokens']}" if s.greedy else "")
+        f"batch 1, glotta / HF: {speedup}x"
+        + (f"; same tokens: {record['same_tokens']}" if s.greedy else "")
     )
+    if batched:
+        print(
+            f"{len(batch_prompts)} prompts together / {len(batch_prompts)} HF calls: "
+            f"{batched_ratio}x" + (f"; same tokens: {batched['same_tokens']}" if s.greedy else "")
+        )
     for note in notes:
         print(f"note: {note}")
     model_slug = (
@@ -294,12 +381,22 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
     return record
 
 
+def _goal(value: float | None, target: float, what: str, applies: bool = True) -> dict[str, Any]:
+    return {
+        "value": value,
+        "target": target,
+        "met": (value or 0) >= target if applies else None,
+        "what": what,
+        "applies": applies,
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> Settings:
     d = Settings()
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.generate_speed",
-        description="Tokens/s of glotta's generation loop vs transformers generate at batch 1; "
-        "ends with one JSON line.",
+        description="Tokens/s of glotta's generation vs transformers generate: batch 1, and "
+        "several prompts decoded together vs one generate call each; ends with one JSON line.",
     )
     p.add_argument(
         "--max-new-tokens",
@@ -314,9 +411,17 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help=f"Timed generations per side; the median counts (default: {d.repeats}).",
     )
     p.add_argument(
+        "--batch-prompts",
+        type=int,
+        default=d.batch_prompts,
+        help="Prompts of the batched measurement: glotta decodes them together, HF generates "
+        f"them one call after another (0 = batch 1 only; default: {d.batch_prompts}; the "
+        "issue 13 goal is stated for 8).",
+    )
+    p.add_argument(
         "--greedy",
         action="store_true",
-        help="Greedy decoding for both (then the outputs must be identical).",
+        help="Greedy decoding for both (then the outputs must be identical, batched too).",
     )
     p.add_argument(
         "--temperature",

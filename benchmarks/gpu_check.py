@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         "--device", a.device, "--data-dir", a.data_dir, "--vocab-size", str(a.data_vocab),
         "--n-layer", str(a.n_layer), "--n-embd", str(a.n_embd), "--n-head", str(a.n_head),
         "--block-size", str(a.block_size), "--max-new-tokens", str(a.new_tokens),
-        "--repeats", "3", "--results-dir", results,
+        "--repeats", "3", "--batch-prompts", "0", "--results-dir", results,
     ]  # fmt: skip
     generate = run_json("generate_speed", generate_args, timeout=120)
 

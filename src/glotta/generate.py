@@ -8,7 +8,7 @@ top-k, top-p), and text streamed to stdout as soon as it decodes to complete cha
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -85,49 +85,98 @@ def sample_next(
 def generate_ids(
     model, prompt_ids: list[int], cfg: GenerateConfig, eos_id: int | None
 ) -> Iterator[int]:
-    """Yield new token ids one at a time (stops at EOS or max_new_tokens)."""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    context = context_length(model)
-    prompt = prompt_ids[-context:]
-    # The token history lives in one preallocated buffer (no concatenation per token).
-    history = torch.empty(context, dtype=torch.long, device=device)
-    history[: len(prompt)] = torch.tensor(prompt, device=device)
-    length = len(prompt)
-    ids = history[:length].unsqueeze(0)
-    # A cache of fixed size, written in place: transformers' default cache concatenates keys and
-    # values at every token (a copy of the whole cache per layer per token). Sized for this
-    # call only, so a 2,048-token model does not reserve 2,048 positions for 60 new tokens.
-    past = _static_cache(model, min(context, length + cfg.max_new_tokens))
-    for _ in range(cfg.max_new_tokens):
-        if length >= context:
-            break  # learned position embeddings end here
-        start = length - ids.shape[1]
-        out = model(
-            input_ids=ids,
-            past_key_values=past,
-            use_cache=True,
-            cache_position=torch.arange(start, length, device=device),
-            logits_to_keep=1,  # the prompt's other positions need no logits
-        )
-        past = out.past_key_values
-        token = sample_next(out.logits[0, -1], history[:length], cfg, generator)
-        if eos_id is not None and token == eos_id:
-            return
+    """Yield new token ids one at a time (stops at EOS, max_new_tokens or the context)."""
+    for _, token in decode_steps(model, [prompt_ids], cfg, eos_id):
         yield token
-        history[length] = token
-        ids = history[length : length + 1].unsqueeze(0)
-        length += 1
 
 
-def _static_cache(model, max_len: int):
-    """A transformers StaticCache for ``model``, or None (the default cache) if it has none."""
-    try:
-        from transformers.cache_utils import StaticCache
+@torch.inference_mode()
+def generate_batch(
+    model,
+    prompts: list[list[int]],
+    cfg: GenerateConfig,
+    eos_id: int | None,
+    seeds: list[int] | None = None,
+    stop: Callable[[int, list[int]], bool] | None = None,
+) -> list[list[int]]:
+    """New token ids for each of ``prompts`` (any lengths), decoded together in one batch.
 
-        return StaticCache(config=model.config, max_cache_len=max_len)
-    except (ImportError, TypeError, ValueError):  # older transformers or an unusual config
-        return None
+    Row ``i`` samples with its own generator seeded ``seeds[i]`` (default ``cfg.seed + i``), so
+    it gives exactly the tokens of ``generate_ids`` with that seed alone. A row stops at EOS,
+    ``max_new_tokens``, the context, or when ``stop(i, its new ids)`` says so (stop strings).
+    """
+    out: list[list[int]] = [[] for _ in prompts]
+    for row, token in decode_steps(model, prompts, cfg, eos_id, seeds, stop):
+        out[row].append(token)
+    return out
+
+
+def decode_steps(
+    model,
+    prompts: list[list[int]],
+    cfg: GenerateConfig,
+    eos_id: int | None,
+    seeds: list[int] | None = None,
+    stop: Callable[[int, list[int]], bool] | None = None,
+) -> Iterator[tuple[int, int]]:
+    """The loop behind both: yield ``(row, token)`` as tokens are accepted.
+
+    One prefill forward for all prompts (right-padded; logits at each row's last token only),
+    then one one-token forward per step for the rows still running (``glotta.decode``: a static
+    key/value cache written in place). A finished row's place is taken by the last running row,
+    so the batch shrinks instead of carrying finished rows.
+    """
+    from glotta.decode import make_decoder
+
+    context = context_length(model)
+    device = next(model.parameters()).device
+    prompts = [p[-context:] for p in prompts]  # keep the end of an overlong prompt
+    seeds = seeds if seeds is not None else [cfg.seed + i for i in range(len(prompts))]
+    produced: list[list[int]] = [[] for _ in prompts]
+    running = [i for i, p in enumerate(prompts) if p and len(p) < context]
+    if not running or cfg.max_new_tokens <= 0:
+        return
+    longest = max(len(prompts[i]) for i in running)
+    room = min(context, longest + cfg.max_new_tokens)
+    decoder = make_decoder(model, len(running), room)
+    # Each row's tokens (prompt + accepted), for the repetition penalty and the next input.
+    history = torch.zeros(len(prompts), room + 1, dtype=torch.long, device=device)
+    lengths = [len(p) for p in prompts]
+    for i in running:
+        history[i, : lengths[i]] = torch.tensor(prompts[i], device=device)
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    ids = history[running, :longest]
+    positions = torch.arange(longest, device=device).expand(len(running), longest)
+    last = torch.tensor([lengths[i] - 1 for i in running], device=device)
+    logits = decoder.forward(ids, positions, last)
+    while running:
+        finished = []
+        for slot, i in enumerate(running):
+            token = sample_next(logits[slot], history[i, : lengths[i]], cfg, generators[i])
+            if eos_id is not None and token == eos_id:
+                finished.append(slot)
+                continue
+            history[i, lengths[i]] = token
+            lengths[i] += 1
+            produced[i].append(token)
+            yield i, token
+            if (
+                len(produced[i]) >= cfg.max_new_tokens
+                or lengths[i] >= context
+                or (stop is not None and stop(i, produced[i]))
+            ):
+                finished.append(slot)
+        for slot in reversed(finished):  # the last running row moves into the finished one's place
+            end = len(running) - 1
+            if slot != end:
+                decoder.move_row(end, slot)
+                running[slot] = running[end]
+            running.pop()
+        if not running:
+            return
+        ids = torch.stack([history[i, lengths[i] - 1] for i in running])[:, None]
+        positions = torch.tensor([[lengths[i] - 1] for i in running], device=device)
+        logits = decoder.forward(ids, positions, torch.zeros_like(ids[:, 0]))
 
 
 def stream_text(

@@ -73,6 +73,16 @@ def test_generate_speed_smoke_clamps_to_the_context(smoke_data, tmp_path):
     assert line["ratio"] > 0 and "speedup" in line["goals"]
     assert line["glotta"]["new_tokens"] == line["hf"]["new_tokens"] < 70
     assert any("clamped" in note for note in line["notes"])
+    # The batched measurement: prompts of different lengths together vs one generate call each.
+    batched = line["batched"]
+    assert batched["prompts"] == 3 and len(set(batched["prompt_tokens"])) == 3
+    assert (
+        batched["glotta"]["new_tokens"]
+        == batched["hf"]["new_tokens"]
+        == 3 * (line["glotta"]["new_tokens"])
+    )
+    assert batched["ratio"] > 0 and line["batched_ratio"] == batched["ratio"]
+    assert {"batch1_speedup", "batched_speedup"} <= set(line["goals"])
     assert results_file(tmp_path, "generate_speed-")["timings"]["glotta"]
 
 
@@ -83,6 +93,7 @@ def test_generate_speed_on_a_trained_model_uses_its_own_tokenizer(tiny_run, tmp_
                  "--results-dir", str(tmp_path), results=tmp_path)  # fmt: skip
     assert line["model"]["vocab_size"] == 512
     assert line["same_tokens"] is True  # greedy: glotta and HF agree token for token
+    assert line["batched"]["same_tokens"] is True  # every row of the batch too
 
 
 def test_pack_speed_smoke(smoke_data, tmp_path):

@@ -1,17 +1,17 @@
 """Continuous batched decoding for ``glotta serve``: one background thread, one forward pass per
 step for every running sequence.
 
-Design (why this cache layout): the running batch keeps ONE transformers ``DynamicCache`` whose
-rows are the running sequences, left-padded to a common length, with a 2-D attention mask that
-hides the padding and explicit ``position_ids`` per row. This is the plain Hugging Face causal-LM
-interface (``past_key_values`` / ``attention_mask`` / ``position_ids``), so GPT-2 and Llama-style
-models (rotary positions are taken from ``position_ids``) both work without model-specific code.
-A new sequence is prefilled alone (batch 1, no padding: its prompt is computed exactly as
-``glotta generate`` computes it) and its cache rows are then padded and concatenated into the
-batch between two decode steps; a finished or cancelled sequence's row is dropped and columns
-that have become padding in every row are trimmed. A slot-based static cache would avoid the
-per-step growth copy, but needs one write position per row, which the transformers cache
-classes do not offer; at the batch sizes a CPU serves, the copy is a small share of a step.
+Design: the running batch is the rows of one ``glotta.decode`` decoder (for GPT-2 and
+Llama-style models a static key/value cache written in place, the same path as
+``glotta.generate.generate_batch``). Every row keeps its tokens at positions ``0..n-1`` of its
+own cache row and attends to its own positions only, so sequences of different lengths share a
+step without padding tokens or per-step cache copies, and GPT-2's learned and Llama's rotary
+positions are each row's true positions. Sequences admitted between two steps (a request's
+``n`` choices, a list of prompts, other clients' requests) are prefilled together in one
+forward (right-padded; logits only at each prompt's last token) into the next free rows. A
+finished or cancelled sequence's row is taken by the last running row (one row copy), so the
+batch stays compact. Cache rows and positions grow on demand (doubling, up to ``max_batch``
+and the context), so a server does not reserve ``max_batch x context`` positions up front.
 
 Sampling goes through ``glotta.generate.sample_next`` with each sequence's own settings and own
 ``torch.Generator``, so a request's output does not depend on what else is in the batch.
@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from glotta.config import GenerateConfig
+from glotta.decode import make_decoder
 from glotta.generate import sample_next
 from glotta.serve.metrics import Metrics
 
@@ -96,8 +96,7 @@ class Engine:
         self._cond = threading.Condition()
         self._stopped = False
         self.active: list[Sequence] = []
-        self._cache = None
-        self._mask: torch.Tensor | None = None
+        self._decoder = None  # made at the first prefill, grown as needed
         self._thread = threading.Thread(target=self._run, name="glotta-decode", daemon=True)
 
     # -- the request side (event loop thread) ------------------------------------------------
@@ -137,9 +136,7 @@ class Engine:
                 self.metrics.queue_depth = len(self._waiting)
             try:
                 with torch.inference_mode():
-                    for seq in admitted:
-                        if not seq.cancelled:
-                            self._prefill(seq)
+                    self._prefill([seq for seq in admitted if not seq.cancelled])
                     self._drop_finished()
                     if self.active:
                         self._step()
@@ -150,91 +147,73 @@ class Engine:
                     if not seq.finished:
                         seq.finished = True
                         seq.emit(Event(seq.index, f"decoding failed: {exc}", "error"))
-                self.active, self._cache, self._mask = [], None, None
+                self.active = []
             self.metrics.batch_size = len(self.active)
 
-    def _prefill(self, seq: Sequence) -> None:
-        """Run the prompt alone, sample the first token, and join the batch if not finished."""
-        from transformers import DynamicCache
+    def _reserve(self, sequences: list[Sequence]) -> None:
+        """Rows and positions for the running sequences plus ``sequences`` (doubling, so the
+        cache is regrown rarely)."""
+        rows = len(self.active) + len(sequences)
+        longest = max(len(s.history) for s in [*self.active, *sequences])
+        rows = min(max(rows, 2 ** (rows - 1).bit_length()), max(self.max_batch, rows))
+        length = min(2 ** (longest - 1).bit_length(), self.context)
+        if self._decoder is None:
+            self._decoder = make_decoder(self.model, rows, length)
+        else:
+            self._decoder.reserve(rows, length)
 
-        seq.generator = torch.Generator(device="cpu").manual_seed(seq.cfg.seed)
-        prompt = seq.prompt_ids[-self.context :]
-        seq.history = torch.empty(
-            min(self.context, len(prompt) + seq.cfg.max_new_tokens) + 1,
-            dtype=torch.long,
-            device=self.device,
-        )
-        seq.history[: len(prompt)] = torch.tensor(prompt, device=self.device)
-        seq.length = len(prompt)
-        out = self.model(
-            input_ids=seq.history[: seq.length].unsqueeze(0),
-            past_key_values=DynamicCache(),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self._accept(seq, out.logits[0, -1])
-        if not seq.finished:
-            self._join(seq, out.past_key_values)
-
-    def _join(self, seq: Sequence, cache) -> None:
-        """Add a prefilled sequence's cache as a new row, left-padding to a common length."""
-        length = cache.get_seq_length()
-        row_mask = torch.ones(1, length, dtype=torch.long, device=self.device)
-        if self._cache is None:
-            self._cache, self._mask, self.active = cache, row_mask, [seq]
+    def _prefill(self, admitted: list[Sequence]) -> None:
+        """Run the new prompts together into the next free rows and sample their first tokens;
+        the ones not finished by it join the running batch."""
+        if not admitted:
             return
-        width = self._mask.shape[1]
-        total = max(width, length)
-        for ours, theirs in zip(self._cache.layers, cache.layers, strict=True):
-            ours.keys = torch.cat([_left_pad(ours.keys, total), _left_pad(theirs.keys, total)])
-            ours.values = torch.cat(
-                [_left_pad(ours.values, total), _left_pad(theirs.values, total)]
+        for seq in admitted:
+            seq.generator = torch.Generator(device="cpu").manual_seed(seq.cfg.seed)
+            prompt = seq.prompt_ids[-self.context :]
+            seq.history = torch.zeros(
+                min(self.context, len(prompt) + seq.cfg.max_new_tokens) + 1,
+                dtype=torch.long,
+                device=self.device,
             )
-        self._mask = torch.cat(
-            [F.pad(self._mask, (total - width, 0)), F.pad(row_mask, (total - length, 0))]
-        )
-        self.active.append(seq)
+            seq.history[: len(prompt)] = torch.tensor(prompt, device=self.device)
+            seq.length = len(prompt)
+        self._reserve(admitted)
+        width = max(seq.length for seq in admitted)
+        ids = torch.zeros(len(admitted), width, dtype=torch.long, device=self.device)
+        for row, seq in enumerate(admitted):  # right-padded with zeros (never attended to)
+            ids[row, : seq.length] = seq.history[: seq.length]
+        positions = torch.arange(width, device=self.device).expand(len(admitted), width)
+        last = torch.tensor([seq.length - 1 for seq in admitted], device=self.device)
+        first = len(self.active)
+        logits = self._decoder.forward(ids, positions, last, first_row=first)
+        self.active.extend(admitted)  # rows first.., in order; finished ones leave below
+        for row, seq in enumerate(admitted):
+            self._accept(seq, logits[row])
 
     def _step(self) -> None:
         """One forward pass for every running sequence: its last token at its own position."""
         rows = self.active
         ids = torch.stack([s.history[s.length - 1] for s in rows]).unsqueeze(1)
         positions = torch.tensor([[s.length - 1] for s in rows], device=self.device)
-        ones = torch.ones(len(rows), 1, dtype=torch.long, device=self.device)
-        mask = torch.cat([self._mask, ones], dim=1)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=self._cache,
-            use_cache=True,
-        )
-        self._cache, self._mask = out.past_key_values, mask
-        logits = out.logits[:, -1]
+        last = torch.zeros(len(rows), dtype=torch.long, device=self.device)
+        logits = self._decoder.forward(ids, positions, last)
         for row, seq in enumerate(rows):
             seq.batch_peak = max(seq.batch_peak, len(rows))
             if not seq.cancelled:
                 self._accept(seq, logits[row])
 
     def _drop_finished(self) -> None:
-        """Remove finished and cancelled rows; trim columns that are padding in every row."""
+        """Remove finished and cancelled rows: the last running row moves into each hole."""
         for seq in self.active:
             if seq.cancelled and not seq.finished:
                 seq.finished = True  # the client is gone: nobody to tell
-        keep = [i for i, s in enumerate(self.active) if not s.finished]
-        if len(keep) == len(self.active):
-            return
-        if not keep:
-            self.active, self._cache, self._mask = [], None, None
-            return
-        index = torch.tensor(keep, device=self.device)
-        mask = self._mask[index]
-        start = int(mask.any(dim=0).nonzero()[0])  # first column some row still uses
-        for layer in self._cache.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
-        self._mask = mask[:, start:]
-        self.active = [self.active[i] for i in keep]
+        for row in reversed(range(len(self.active))):
+            if self.active[row].finished:
+                end = len(self.active) - 1
+                if row != end:
+                    self._decoder.move_row(end, row)
+                    self.active[row] = self.active[end]
+                self.active.pop()
 
     def _accept(self, seq: Sequence, logits: torch.Tensor) -> None:
         """Sample the next token of ``seq`` and report the text it adds (or its end)."""
@@ -269,12 +248,6 @@ class Engine:
         self._send(seq, seq.text)  # flush what was held back for stop strings or UTF-8
         seq.finished = True
         seq.emit(Event(seq.index, "", reason, len(seq.new_ids), seq.batch_peak))
-
-
-def _left_pad(tensor: torch.Tensor, total: int) -> torch.Tensor:
-    """Pad a (batch, heads, length, dim) cache tensor on the left of its length axis."""
-    missing = total - tensor.shape[-2]
-    return F.pad(tensor, (0, 0, missing, 0)) if missing else tensor
 
 
 _ids = itertools.count()
