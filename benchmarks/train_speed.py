@@ -607,7 +607,7 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
         "peaks": peaks,
         "runs": runs,
         "ratios": ratios,
-        "glotta_mfu": best.get("mfu_vs_bf16_peak"),
+        "glotta_mfu": best.get("mfu_vs_own_peak"),
         "glotta_mfu_vs_fp32_peak": best.get("mfu_vs_fp32_peak"),
         "glotta_compile_warmup_seconds": best.get("warmup_seconds"),
         "glotta_stall_seconds": best.get("stall_seconds"),
