@@ -24,6 +24,7 @@ from glotta.evaluate.ner import (
     encode_sentences,
     load_fast_tokenizer,
     run_ner,
+    summarize,
 )
 from glotta.evaluate.ner_data import (
     SCHEMES,
@@ -275,6 +276,40 @@ def test_align_labels_first_subword_only():
     assert first == [1, 3, 4]
     labels, first = align_labels([None, 0, 1, None], [5, 6, 7])  # word 2 was cut off
     assert labels == [IGNORE, 5, 6, IGNORE] and first == [1, 2, -1]
+
+
+def test_summary_over_seeds_is_mean_and_sample_std_by_hand():
+    """Two seeds' scores (from ner_scores on hand-made tags): means, sample standard deviation
+    sqrt(sum((x - mean)^2) / (n - 1)), a type only one seed predicted counts as 0 in the other."""
+    gold = [["B-PER", "I-PER", "O", "B-LOC"]]
+    runs = [
+        {"scores": ner_scores(gold, [["B-PER", "I-PER", "O", "B-LOC"]], "IOB2")},  # all right
+        {"scores": ner_scores(gold, [["B-PER", "O", "B-ORG", "B-LOC"]], "IOB2")},  # LOC only
+    ]
+    summary = summarize(runs)
+    # seed 2: PER p=r=0, LOC p=r=1, ORG predicted once (p=r=0): micro p=1/3, r=1/2, f1=0.4
+    assert summary["micro_f1"]["values"] == [1.0, pytest.approx(0.4)]
+    assert summary["micro_f1"]["mean"] == pytest.approx(0.7)
+    assert summary["micro_f1"]["std"] == pytest.approx(math.sqrt(2 * 0.3**2))
+    assert summary["micro_precision"]["mean"] == pytest.approx((1 + 1 / 3) / 2)
+    assert summary["micro_recall"]["mean"] == pytest.approx(0.75)
+    # macro over the types each seed saw: seed 1 (PER, LOC) 1.0, seed 2 (LOC, ORG, PER) 1/3
+    assert summary["macro_f1"]["values"] == [1.0, pytest.approx(1 / 3)]
+    assert summary["macro_precision"]["mean"] == pytest.approx(2 / 3)
+    assert summary["macro_recall"]["std"] == pytest.approx(math.sqrt(2 * (1 / 3) ** 2))
+    assert summary["per_type"] == {
+        "LOC": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "f1_std": 0.0, "support": 1},
+        "ORG": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "f1_std": 0.0, "support": 0},
+        "PER": {
+            "precision": 0.5,
+            "recall": 0.5,
+            "f1": 0.5,
+            "f1_std": pytest.approx(math.sqrt(0.5)),
+            "support": 1,
+        },
+    }
+    one = summarize(runs[:1])
+    assert one["micro_f1"] == {"mean": 1.0, "std": 0.0, "values": [1.0]}
 
 
 @pytest.fixture(scope="module")

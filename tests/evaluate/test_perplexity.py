@@ -175,3 +175,45 @@ def test_stride_equal_to_context_is_worse_than_overlapping_windows_for_a_trained
     overlapping = score_token_documents(model, encoded, eos, context=8, stride=2, batch_size=32)
     assert fresh.tokens == overlapping.tokens
     assert fresh.nll > overlapping.nll
+
+
+def test_windows_exactly_and_stride_out_of_range():
+    from glotta.evaluate.perplexity import Window
+
+    assert list(sliding_windows(5, 16, 8)) == [Window(0, 0, 5, 1)]
+    assert list(sliding_windows(20, 8, 8, document=3)) == [
+        Window(3, 0, 8, 1),
+        Window(3, 7, 15, 8),  # starts at the input that predicts its first target
+        Window(3, 12, 20, 15),  # the last window ends at the end, with all the history it fits
+    ]
+    for stride in (0, 17):
+        with pytest.raises(ValueError, match=rf"stride must be in 1..context \(16\), got {stride}"):
+            list(sliding_windows(40, 16, stride))
+
+
+def test_score_as_dict_and_empty_scores():
+    score = Score(nll=6.0, tokens=3, bytes=4, documents=2)
+    assert score.as_dict() == {
+        "perplexity": math.exp(2.0),
+        "bits_per_byte": 6.0 / math.log(2) / 4,
+        "loss": 2.0,
+        "nll_nats": 6.0,
+        "tokens": 3,
+        "bytes": 4,
+        "documents": 2,
+    }
+    empty = Score().as_dict()
+    assert all(math.isnan(empty[k]) for k in ("perplexity", "bits_per_byte", "loss"))
+
+
+def test_unigram_baseline_sums_documents_and_counts_past_one_chunk():
+    """More training tokens than one counting chunk (2**24): every chunk counts."""
+    train = np.zeros(2**24 + 3, dtype=np.uint16)
+    train[-3:] = [1, 1, 2]  # all non-zero tokens in the second chunk
+    docs = [([1, 2], 5), ([0, 0, 1], 7), ([3], 1)]
+    score = unigram_baseline(train, vocab_size=4, documents=docs)
+    n, v = len(train), 4
+    log_p = {t: math.log((c + 1) / (n + v)) for t, c in {0: n - 3, 1: 2, 2: 1, 3: 0}.items()}
+    expected = -sum(log_p[t] for ids, _ in docs for t in ids)
+    assert score.nll == pytest.approx(expected, rel=1e-12)
+    assert (score.tokens, score.bytes, score.documents) == (6, 13, 3)

@@ -9,8 +9,9 @@ it) and every model and training setting. Resuming compares it with the current 
   would export a model that is not what the recipe says; the message names what changed and
   the two ways on;
 - the settings in ``SAFE_TO_CHANGE`` only say how long to train and how often to look
-  (max_steps, intervals, keep_checkpoints) or how to run it (device, compile): they may change,
-  and each change is written to RUN_DIR/train/history.jsonl, which the model card shows.
+  (max_steps, intervals, keep_checkpoints) or how to run it (device, compile, DDP or FSDP): they
+  may change, and each change is written to RUN_DIR/train/history.jsonl, which the model card
+  shows.
 
 Checkpoints written before provenance was recorded are resumed as before, with a notice.
 """
@@ -41,6 +42,9 @@ SAFE_TO_CHANGE = frozenset(
         "compile",
         "activation_checkpointing",
         "device",
+        # DDP and FSDP save the same full, name-keyed state and train the same global batch
+        # (tests/train/test_parallel_interchange.py): a run may change layout when it resumes.
+        "parallelism",
     }
 )
 UPSTREAM = ("corpus", "tokenizer", "shards")
