@@ -19,11 +19,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glotta.config import TokenizerConfig
 from glotta.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, word_starts
-from glotta.tokenizer.train import train_tokenizer
 from glotta.train.data import DataPosition, EpochSampler, rank_slice
 from tests.tokenizer.conftest import russian_sentences
+from tests.train.conftest import trained_tokenizer
 
 
 @given(
@@ -58,13 +57,11 @@ def test_ranks_take_disjoint_slices_whose_union_is_the_global_batch(world, per_r
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory) -> MaskingSpec:
+def spec() -> MaskingSpec:
     """A real WordPiece trained on Russian contexts."""
-    folder = tmp_path_factory.mktemp("mask-wordpiece")
-    train_tokenizer(
-        TokenizerConfig(kind="wordpiece", vocab_size=600), russian_sentences()[:800], folder
+    return MaskingSpec.from_folder(
+        trained_tokenizer("wordpiece", 600, tuple(russian_sentences()[:800]))
     )
-    return MaskingSpec.from_folder(folder)
 
 
 @st.composite

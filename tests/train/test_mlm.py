@@ -15,7 +15,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from glotta.config import TokenizerConfig
 from glotta.errors import GlottaError
 from glotta.masking import (
     CJK_CLASSES,
@@ -31,10 +30,9 @@ from glotta.models import build_masked_lm, count_parameters, load_causal_lm
 from glotta.pipeline import run_recipe
 from glotta.recipe import load_recipe
 from glotta.rundir import RunDir
-from glotta.tokenizer.train import train_tokenizer
 from glotta.train.loop import run_train
 from tests.conftest import TINY_OVERRIDES, glotta, glotta_torchrun
-from tests.train.conftest import fresh_run_with_shards
+from tests.train.conftest import fresh_run_with_shards, trained_tokenizer
 from tests.train.test_engine import assert_bitwise_equal, loss_curve, weights
 
 # The shipped demo-bert recipe shrunk like the causal tiny run: ten files of Russian contexts, a
@@ -88,19 +86,17 @@ def japanese_texts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tokenizers(tmp_path_factory) -> dict[str, object]:
+def tokenizers() -> dict[str, object]:
     """WordPiece and RoBERTa byte-level BPE, each trained on Russian and on Japanese text."""
     from transformers import AutoTokenizer
 
-    folder = tmp_path_factory.mktemp("mlm-tokenizers")
     found = {}
     for language, texts, sizes in (
         ("ru", russian_texts(), {"wordpiece": 800, "roberta-bpe": 800}),
         ("ja", japanese_texts(), {"wordpiece": 3000, "roberta-bpe": 1500}),
     ):
         for kind, size in sizes.items():
-            out = folder / f"{language}-{kind}"
-            train_tokenizer(TokenizerConfig(kind=kind, vocab_size=size), texts, out)
+            out = trained_tokenizer(kind, size, tuple(texts))
             found[f"{language}-{kind}"] = AutoTokenizer.from_pretrained(str(out))
     return found
 
