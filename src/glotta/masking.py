@@ -92,7 +92,7 @@ def char_class(ch: str) -> int:
     if (
         0x4E00 <= cp <= 0x9FFF
         or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2FFFF
+        or 0x20000 <= cp <= 0x3FFFF  # planes 2 and 3: extensions B-H, compatibility supplement
         or 0xF900 <= cp <= 0xFAFF
         or cp in (0x3005, 0x3006, 0x3007)  # 々 〆 〇
     ):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import atexit
 import functools
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -27,20 +29,28 @@ def fresh_run_with_shards(
 
 @functools.cache
 def _tokenizer_cache() -> Path:
+    """GLOTTA_TEST_CACHE (set by scripts/mutation.sh, which runs one pytest session per mutant in
+    a new process), else a folder of this process, removed when it exits."""
+    if os.environ.get("GLOTTA_TEST_CACHE"):
+        folder = Path(os.environ["GLOTTA_TEST_CACHE"])
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
     folder = Path(tempfile.mkdtemp(prefix="glotta-test-tokenizers-"))
-    owner = os.getpid()
-    # Only the process that trained them removes them: forked children (mutation testing runs
-    # one pytest session per mutant in a fork of the process that collected the tests) share it.
+    owner = os.getpid()  # forked children must not remove it
     atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
     return folder
 
 
 @functools.cache
 def trained_tokenizer(kind: str, vocab_size: int, texts: tuple[str, ...]) -> Path:
-    """A tokenizer folder trained once per process on ``texts`` (module fixtures that train one
-    are rebuilt for every pytest session; a session per mutant would retrain it every time)."""
+    """A tokenizer folder trained once on ``texts`` (module fixtures that train one are rebuilt
+    for every pytest session; a mutation run would retrain it for every mutant)."""
     from glotta.tokenizer.train import train_tokenizer
 
-    out = Path(tempfile.mkdtemp(prefix=f"{kind}-{vocab_size}-", dir=_tokenizer_cache()))
-    train_tokenizer(TokenizerConfig(kind=kind, vocab_size=vocab_size), list(texts), out)
+    key = hashlib.sha256(json.dumps([kind, vocab_size, texts]).encode()).hexdigest()[:16]
+    out = _tokenizer_cache() / f"{kind}-{vocab_size}-{key}"
+    if not (out / "tokenizer.json").is_file():
+        partial = Path(tempfile.mkdtemp(dir=_tokenizer_cache()))
+        train_tokenizer(TokenizerConfig(kind=kind, vocab_size=vocab_size), list(texts), partial)
+        os.replace(partial, out)  # complete or absent
     return out
