@@ -26,6 +26,7 @@ from glotta.masking import (
     char_class,
     mask_seed,
     mask_tokens,
+    word_starts,
 )
 from glotta.tokenizer.shards import ShardWriter
 from tests.train.conftest import trained_tokenizer
@@ -127,3 +128,128 @@ def test_mask_seeds_are_63_bit_and_distinct():
 def test_a_folder_without_a_tokenizer_is_named(tmp_path):
     with pytest.raises(GlottaError, match=f"^cannot load the tokenizer in {tmp_path}: "):
         MaskingSpec.from_folder(tmp_path)
+
+
+def test_the_class_of_a_character_start_is_that_of_its_first_and_last_completion():
+    """Every prefix of every UTF-8 encoding of planes 0-3 (where the scripts that have classes
+    live): its completions run from a first to a last code point, found here by encoding every
+    character; the class is theirs when they agree (the documented rule), else UNKNOWN."""
+    from glotta.masking import UNKNOWN, _class_of_char_start
+
+    span: dict[bytes, list[int]] = {}
+    for cp in range(0x40000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue  # surrogates have no UTF-8 form
+        data = chr(cp).encode("utf-8")
+        for end in range(1, len(data) + 1):
+            first_last = span.setdefault(data[:end], [cp, cp])
+            first_last[1] = cp  # code points ascend, so the first stays and the last moves
+    wrong = []
+    for prefix, (first, last) in span.items():
+        a, b = char_class(chr(first)), char_class(chr(last))
+        if _class_of_char_start(prefix) != (a if a == b else UNKNOWN):
+            wrong.append((prefix.hex(), hex(first), hex(last)))
+    assert not wrong, wrong[:10]
+
+
+def test_word_starts_after_spaces_and_punctuation_and_without_whole_words(spec):
+    bpe = AutoTokenizer.from_pretrained(
+        str(trained_tokenizer("roberta-bpe", 800, tuple(russian_texts())))
+    )
+    bpe_spec = MaskingSpec.from_tokenizer(bpe)
+    vocab = bpe.get_vocab()
+    # a bare space marker, then an unmarked piece: the piece begins a word (after a space);
+    # an unmarked piece after punctuation begins one too.
+    row = [vocab["Ġ"], vocab["a"], vocab["."], vocab["b"]]
+    assert not bpe_spec.marked[[vocab["a"], vocab["b"]]].any()
+    assert word_starts(np.array([row]), bpe_spec).tolist() == [[True, True, True, True]]
+    # WordPiece: "при" "##вет" is one word of two tokens, also in a row of just those two
+    wp = AutoTokenizer.from_pretrained(
+        str(trained_tokenizer("wordpiece", 800, tuple(russian_texts())))
+    )
+    ids = wp.convert_tokens_to_ids(["при", "##в"])
+    assert word_starts(np.array([ids]), spec).tolist() == [[True, False]]
+    assert word_starts(np.array([ids + ids]), spec, whole_word=False).all()
+
+
+def test_mask_tokens_defaults_and_token_level_choice(spec, stream):
+    ids = torch.from_numpy(stream[: 64 * 40].reshape(40, 64).astype(np.int64))
+    seeds = list(range(40))
+    default = mask_tokens(ids, spec, seeds)
+    explicit = mask_tokens(ids, spec, seeds, 0.15, whole_word=False)
+    assert all(torch.equal(a, b) for a, b in zip(default, explicit, strict=True))
+    # token masking chooses the tokens of a word independently: some word is cut in two
+    chosen = (mask_tokens(ids, spec, seeds, 0.5)[1] != -100).numpy()
+    starts = word_starts(ids.numpy(), spec)
+    inside = ~starts[:, 1:]  # a token that continues the word of the token before it
+    assert (chosen[:, 1:] != chosen[:, :-1])[inside].any()
+    with pytest.raises(ValueError) as error:
+        mask_tokens(ids, spec, seeds[:3])
+    assert str(error.value) == "40 rows need 40 seeds, got 3"
+
+
+def _expected_classes(text: str) -> tuple[int, int]:
+    return char_class(text[0]), char_class(text[-1])
+
+
+def test_spec_tables_of_sentencepiece_and_byte_level_vocabularies_by_hand():
+    """Unigram (SentencePiece-style, ▁ markers, <0xNN> byte pieces) with mask/cls/sep added,
+    and byte-level BPE: every token's marker and first/last character class, computed from the
+    token's text here."""
+    from glotta.masking import PARTIAL
+
+    texts = tuple(russian_texts())
+    unigram = AutoTokenizer.from_pretrained(str(trained_tokenizer("unigram", 600, texts)))
+    unigram.add_special_tokens({"mask_token": "<mask>", "cls_token": "<s>", "sep_token": "</s>"})
+    spec = MaskingSpec.from_tokenizer(unigram)
+    assert spec.vocab_size == len(unigram) and spec.special[unigram.mask_token_id]
+    assert (spec.mask_id, spec.cls_id, spec.sep_id, spec.pad_id) == (
+        unigram.mask_token_id, unigram.cls_token_id, unigram.sep_token_id, unigram.pad_token_id
+    )  # fmt: skip
+    assert spec.space_prefix
+    pieces = 0
+    for token, index in unigram.get_vocab().items():
+        if spec.special[index]:
+            continue
+        assert spec.marked[index] == token.startswith("▁"), token
+        if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+            byte = int(token[3:5], 16)
+            expected = (
+                _expected_classes(chr(byte))
+                if byte < 0x80
+                else (PARTIAL, PARTIAL)
+                if byte < 0xC0
+                else (spec.lead[index], spec.tail[index])  # a lead byte: see the prefix test
+            )
+            pieces += 1
+        else:
+            expected = _expected_classes(token.lstrip("▁") or " ")
+        assert (spec.lead[index], spec.tail[index]) == expected, token
+    assert pieces >= 200  # the byte pieces were checked
+
+    bpe = AutoTokenizer.from_pretrained(str(trained_tokenizer("roberta-bpe", 800, texts)))
+    bpe_spec = MaskingSpec.from_tokenizer(bpe)
+    checked = 0
+    for token, index in bpe.get_vocab().items():
+        text = bpe.convert_tokens_to_string([token])
+        if bpe_spec.special[index] or "\ufffd" in text:
+            continue  # special, or only part of a character
+        ascii_space = " \t\n\r\x0b\x0c"  # what a marker byte may be (bytes.isspace)
+        assert bpe_spec.marked[index] == (text[:1] != "" and text[0] in ascii_space), token
+        expected = _expected_classes(text.lstrip(ascii_space) or text)
+        assert (bpe_spec.lead[index], bpe_spec.tail[index]) == expected, token
+        checked += 1
+    assert checked > 500
+
+
+def test_a_tokenizer_without_mask_token_is_refused_naming_what_is_missing():
+    gpt2_style = AutoTokenizer.from_pretrained(
+        str(trained_tokenizer("bpe", 300, tuple(russian_texts()[:300])))
+    )
+    with pytest.raises(GlottaError) as error:
+        MaskingSpec.from_tokenizer(gpt2_style)
+    assert str(error.value) == (
+        "the tokenizer has no mask, cls, sep token, which masked-LM training needs; use "
+        "tokenizer.kind = 'wordpiece' or 'roberta-bpe', or a BERT/RoBERTa tokenizer in "
+        "tokenizer.pretrained"
+    )
