@@ -62,7 +62,17 @@ def checkpoint_step(run_dir: RunDir) -> int:
     return int(latest.name.split("_")[1]) if latest else 0
 
 
-def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tiny_run, tmp_path):
+def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tiny_run, tmp_path):
+    """Killed at random moments (mid-step, mid-save, mid-validation) and resumed each time, the
+    run ends where an uninterrupted one does: the same loss at every step and the same weights.
+
+    Equal to float32 rounding, not bitwise: on this machine (Intel Xeon, 2 cores, shared) one
+    run in seven had one session compute a step with last-bit differences (step 21's loss
+    5.336164951 vs 5.336165428, every later loss identical, weights within 6e-7) while resumes
+    from each checkpoint at fixed points are bitwise exact (test_train.py). A resume bug (a lost
+    or repeated step, RNG or optimizer state not restored, another data position) moves the
+    loss by 1e-3 or more within a step or two, far outside these tolerances.
+    """
     _, source = tiny_run
     recipe = tiny_recipe(*ENGINE)
     straight = fresh_run_with_shards(tmp_path, "straight", source, recipe)
@@ -87,11 +97,22 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tiny_run, tm
     assert len(kills) >= 3, kills  # really interrupted, several times, at different steps
     assert is_complete(killed.train)
 
+    # The metrics log has one line per step, as if the run had never been interrupted, and the
+    # same loss at every step.
+    expected, resumed = loss_by_step(straight), loss_by_step(killed)
+    assert list(resumed) == list(range(1, 31))
+    for step, loss in expected.items():
+        assert resumed[step] == pytest.approx(loss, rel=1e-6), (step, kills)
     final = "step_00000030"
-    assert_bitwise_equal(weights(straight.checkpoints / final), weights(killed.checkpoints / final))
-    # the metrics log has one line per step, as if the run had never been interrupted
-    rows = [json.loads(x) for x in (killed.train / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 31))
+    a, b = weights(straight.checkpoints / final), weights(killed.checkpoints / final)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=2e-6, msg=f"{key} {kills}")
+
+
+def loss_by_step(run_dir: RunDir) -> dict[int, float]:
+    rows = [json.loads(x) for x in (run_dir.train / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
 def test_sigterm_saves_a_checkpoint_and_stops_cleanly(tiny_run, tmp_path):
