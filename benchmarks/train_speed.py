@@ -64,7 +64,13 @@ from benchmarks.common import (
 )
 
 DEFAULT_RUNS = ["glotta-best", "glotta-fp32", "hf-default", "hf-best"]
-ALL_RUNS = [*DEFAULT_RUNS, "glotta-bf16", "hf-fp32-compile", "glotta-fp32-unfused"]
+ALL_RUNS = [
+    *DEFAULT_RUNS,
+    "glotta-bf16",
+    "hf-fp32-compile",
+    "glotta-fp32-unfused",
+    "glotta-best-unfused",
+]
 # Goals from issue 13, on the 2-core CPU: glotta-best against Trainer's defaults and against
 # Trainer's best flags, and glotta-best's model FLOP/s utilisation against the matmul peak of
 # the precision it trains in (measured in the same run).
@@ -131,6 +137,7 @@ def variants(s: Settings) -> dict[str, Variant]:
         "hf-best": Variant("hf", "auto", s.compile),
         "hf-fp32-compile": Variant("hf", "fp32", s.compile),
         "glotta-fp32-unfused": Variant("glotta", "fp32", False, fused_loss=False),
+        "glotta-best-unfused": Variant("glotta", s.glotta_precision, s.compile, fused_loss=False),
     }
 
 
