@@ -62,6 +62,7 @@ def checkpoint_step(run_dir: RunDir) -> int:
     return int(latest.name.split("_")[1]) if latest else 0
 
 
+@pytest.mark.slow  # twenty process starts: ~2 min on 2 idle cores
 def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tiny_run, tmp_path):
     """Killed at random moments (mid-step, mid-save, mid-validation) and resumed each time, the
     run ends where an uninterrupted one does: the same loss at every step and the same weights.
