@@ -95,6 +95,11 @@ def read_marker(stage_dir: Path) -> dict | None:
     return None
 
 
+def marker_fingerprint(stage_dir: Path) -> str:
+    """The fingerprint a finished stage recorded, or "missing"."""
+    return str((read_marker(stage_dir) or {}).get("fingerprint", "missing"))
+
+
 def is_complete(stage_dir: Path, expected_fingerprint: str | None = None) -> bool:
     marker = read_marker(stage_dir)
     if marker is None:
@@ -138,10 +143,7 @@ def stage_fingerprint(config: Any, *upstream_dirs: Path) -> str:
 
     So changing the corpus settings invalidates the tokenizer, shards, model... downstream.
     """
-    upstream = []
-    for stage_dir in upstream_dirs:
-        marker = read_marker(stage_dir) or {}
-        upstream.append(str(marker.get("fingerprint", "missing")))
+    upstream = [marker_fingerprint(stage_dir) for stage_dir in upstream_dirs]
     return chained_fingerprint(config, upstream)
 
 

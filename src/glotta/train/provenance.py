@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from glotta.errors import GlottaError
-from glotta.rundir import RunDir, read_marker
+from glotta.rundir import RunDir, marker_fingerprint
 
 # [train] fields that can differ between the sessions of one run without changing what the
 # weights are trained on so far. (A longer max_steps stretches the rest of the decay schedule;
@@ -53,10 +53,7 @@ HISTORY = "history.jsonl"
 
 def upstream_fingerprints(run_dir: RunDir) -> dict[str, str]:
     folders = {"corpus": run_dir.corpus, "tokenizer": run_dir.tokenizer, "shards": run_dir.shards}
-    return {
-        name: str((read_marker(folders[name]) or {}).get("fingerprint", "missing"))
-        for name in UPSTREAM
-    }
+    return {name: marker_fingerprint(folders[name]) for name in UPSTREAM}
 
 
 def provenance(stage_config: Any, run_dir: RunDir) -> dict:
