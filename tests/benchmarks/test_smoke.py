@@ -168,3 +168,12 @@ def test_run_all_fails_when_a_measurement_fails(tmp_path):
                  "--generate", f"--model-dir {tmp_path / 'missing'}", results=tmp_path,
                  expect_ok=False)  # fmt: skip
     assert line["generate"] is None
+
+
+def test_memory_step_activation_checkpointing_reaches_the_model():
+    """--activation-checkpointing is a like-for-like switch: the model every side trains has it."""
+    from benchmarks.memory_step import SMOKE, Settings, build
+
+    for on in (False, True):
+        model, _ = build(Settings(**SMOKE, activation_checkpointing=on))
+        assert model.is_gradient_checkpointing is on
