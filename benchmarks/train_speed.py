@@ -14,7 +14,7 @@ subprocess per run:
     hf-best       transformers Trainer with the best flags that work on this machine:
                   torch_compile=True, adamw_torch_fused, and bf16=True where the hardware has
                   native bf16 (the rule glotta's precision 'auto' follows), else fp32
-    (optional)    glotta-bf16, hf-fp32-compile: see --runs
+    (optional)    glotta-bf16, hf-fp32-compile, glotta-fp32-unfused, glotta-best-unfused: see --runs
 
 Each run reports steady-state tokens/s (after --warmup steps), warm-up time (the first steps'
 time beyond steady-state pace: compilation, allocator warm-up) and data-loader stall time (time
