@@ -148,3 +148,29 @@ def test_bad_pack_settings_are_glotta_errors(tmp_path, splits):
     (run_dir.corpus / "test.jsonl").unlink()
     with pytest.raises(GlottaError, match=r"test\.jsonl does not exist"):
         run_pack(PackConfig(), run_dir)
+
+
+def test_an_encoding_failure_mid_split_leaves_no_shard(tmp_path, splits):
+    """Encoding runs on a worker thread: its error must reach the caller, in order, and the
+    split's shard must not look written (no final file, no partial left behind)."""
+    from glotta.tokenizer.pack import pack_split
+
+    run_dir = RunDir(tmp_path / "run")
+    write_corpus(run_dir, splits)
+    run_tokenizer(TokenizerConfig(kind="bpe", vocab_size=500), run_dir)
+    real = Tokenizer.from_file(str(run_dir.tokenizer / "tokenizer.json"))
+
+    class FailsOnThirdBatch:  # no encode_batch_fast: pack_split falls back to encode_batch
+        calls = 0
+
+        def encode_batch(self, texts, add_special_tokens):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("encoder broke on batch 3")
+            return real.encode_batch(texts, add_special_tokens=add_special_tokens)
+
+    target = tmp_path / "train.bin"
+    source = run_dir.corpus / "train.jsonl"
+    with pytest.raises(RuntimeError, match="batch 3"):
+        pack_split(FailsOnThirdBatch(), source, target, 500, 0, batch_documents=5)
+    assert not target.exists() and not target.with_name("train.bin.partial").exists()
