@@ -88,3 +88,39 @@ def test_layers_below_the_loop_do_not_import_it():
     for name, targets in graph.items():  # config at the bottom: its modules import nothing else
         if name == "glotta.config" or name.startswith("glotta.config."):
             assert all(t == "glotta.errors" or t.startswith("glotta.config") for t in targets), name
+
+
+def _heavy_imports_of(argv: list[str]) -> list[str]:
+    """Run ``glotta ARGV`` in a fresh interpreter; which of torch and transformers it imported."""
+    import subprocess
+    import sys
+
+    script = f"""
+import runpy, sys
+sys.argv = ["glotta", *{argv!r}]
+try:
+    runpy.run_module("glotta", run_name="__main__")
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return eval(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_data_stages_do_not_import_torch(tmp_path):
+    """`glotta corpus`, `tokenizer` and `pack` validate the whole recipe, model families included,
+    but build no model: they must not import torch (~5 s and ~350 MB a start, paid once per
+    corpus task and per pack). Only the tokenizer stage needs transformers (to write the
+    tokenizer files transformers loads)."""
+    from tests.conftest import TINY_OVERRIDES
+
+    run_dir = str(tmp_path / "r")
+    sets = [arg for o in TINY_OVERRIDES for arg in ("--set", o)]
+    assert _heavy_imports_of(["corpus", "demo", "--run-dir", run_dir, *sets]) == []
+    assert _heavy_imports_of(["tokenizer", "--run-dir", run_dir]) == ["transformers"]
+    assert _heavy_imports_of(["pack", "--run-dir", run_dir]) == []
+    assert (tmp_path / "r" / "shards" / "COMPLETE.json").is_file()  # the stages really ran

@@ -17,8 +17,7 @@ Adding a family is one module plus one line::
 
 from __future__ import annotations
 
-import torch
-from transformers import PretrainedConfig, PreTrainedModel
+from typing import TYPE_CHECKING
 
 from glotta.config import ModelConfig, TrainConfig
 from glotta.errors import GlottaError
@@ -35,6 +34,10 @@ from glotta.models.loading import (
     load_masked_lm,
     load_tokenizer,
 )
+
+if TYPE_CHECKING:  # not at run time: validating a recipe must not import torch (family.py)
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel
 
 __all__ = [
     "ModelFamily",

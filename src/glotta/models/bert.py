@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import torch
-from transformers import (
-    AutoModelForMaskedLM,
-    BertConfig,
-    BertForMaskedLM,
-    RobertaConfig,
-    RobertaForMaskedLM,
-)
+from typing import TYPE_CHECKING
 
 from glotta.config import ModelConfig
 from glotta.errors import GlottaError
-from glotta.models.family import ModelFamily, Shape
+from glotta.models.family import ModelFamily, Shape, transformers_class
+
+if TYPE_CHECKING:
+    from transformers import BertConfig, RobertaConfig
 
 # (layers, hidden, heads) of BERT-Base/Large and of the smaller BERTs of Turc et al. (2019),
 # "Well-read students learn better" (google-research/bert's 24 small models): heads = hidden / 64,
@@ -36,10 +32,12 @@ class BertFamily(ModelFamily):
     model_types = ("bert", "electra", "distilbert")
     presets = BERT_PRESETS
     pipeline_tag = "fill-mask"
-    model_class = BertForMaskedLM
-    auto_class = AutoModelForMaskedLM
+    model_class = "BertForMaskedLM"
+    auto_class = "AutoModelForMaskedLM"
 
     def hf_config(self, cfg: ModelConfig, vocab_size, block_size, special_ids) -> BertConfig:
+        from transformers import BertConfig
+
         return BertConfig(
             **self._common(cfg, vocab_size, special_ids),
             max_position_embeddings=cfg.n_positions or block_size,
@@ -69,8 +67,10 @@ class BertFamily(ModelFamily):
     def load_init_from(self, cfg: ModelConfig, vocab_size: int, block_size: int):
         """Continued pretraining; a checkpoint without a masked-LM head (a ``BertModel``, e.g. a
         sentence encoder) gets a fresh head, and the message lists the new weights."""
+        import torch
+
         try:
-            model, info = AutoModelForMaskedLM.from_pretrained(
+            model, info = transformers_class(self.auto_class).from_pretrained(
                 cfg.init_from, dtype=torch.float32, output_loading_info=True
             )
         except (OSError, ValueError) as exc:
@@ -112,9 +112,11 @@ class BertFamily(ModelFamily):
 class RobertaFamily(BertFamily):
     name = "roberta"
     model_types = ("roberta", "xlm-roberta", "camembert")
-    model_class = RobertaForMaskedLM
+    model_class = "RobertaForMaskedLM"
 
     def hf_config(self, cfg: ModelConfig, vocab_size, block_size, special_ids) -> RobertaConfig:
+        from transformers import RobertaConfig
+
         # RoBERTa's positions start after the padding id (fairseq's convention), and its single
         # segment needs one token type.
         return RobertaConfig(

@@ -10,18 +10,32 @@ card's pipeline tag — and never branch on an architecture name or reach into
 The defaults here suit a Hugging Face model with learned absolute position embeddings; a family
 overrides what differs (RoPE families have no position table; RoBERTa counts positions after
 its padding id).
+
+Nothing here imports torch or transformers at import time: a recipe is validated by asking the
+families (``problems``) before any stage runs, and the data stages (``glotta corpus``, ``pack``)
+should not pay seconds and hundreds of MB for a model library they never use. The classes a
+family builds are named as strings and resolved on first use (:func:`transformers_class`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
-
-import torch
-from transformers import PretrainedConfig, PreTrainedModel
+import importlib
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from glotta.config import ModelConfig
 from glotta.errors import GlottaError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel
+
+
+def transformers_class(cls_or_name: type | str) -> Any:
+    """A transformers class given as itself or by its name in ``transformers``."""
+    if isinstance(cls_or_name, str):
+        return getattr(importlib.import_module("transformers"), cls_or_name)
+    return cls_or_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +58,10 @@ class ModelFamily:
     model_types: ClassVar[tuple[str, ...]]  # transformers' config.model_type values it covers
     presets: ClassVar[dict[str, Shape]]
     pipeline_tag: ClassVar[str]  # the model card's Hugging Face pipeline tag
-    model_class: ClassVar[type[PreTrainedModel]]  # built from scratch from ``hf_config``
-    auto_class: ClassVar[Any]  # transformers Auto class that loads ``init_from`` checkpoints
+    # Built from scratch from ``hf_config``: a transformers class, or its name in transformers.
+    model_class: ClassVar[type[PreTrainedModel] | str]
+    # The transformers Auto class (or its name) that loads ``init_from`` checkpoints.
+    auto_class: ClassVar[Any]
     rotary_positions: ClassVar[bool] = False  # RoPE (no position table; rope_theta applies)
 
     # -- building -------------------------------------------------------------------------------
@@ -84,11 +100,15 @@ class ModelFamily:
         """A fresh model of the configured size, or the ``init_from`` checkpoint."""
         if cfg.init_from:
             return self.load_init_from(cfg, vocab_size, block_size)
-        return self.model_class(self.hf_config(cfg, vocab_size, block_size, special_ids))
+        model_class = transformers_class(self.model_class)
+        return model_class(self.hf_config(cfg, vocab_size, block_size, special_ids))
 
     def load_init_from(self, cfg: ModelConfig, vocab_size: int, block_size: int):
+        import torch
+
         try:
-            model = self.auto_class.from_pretrained(cfg.init_from, dtype=torch.float32)
+            auto_class = transformers_class(self.auto_class)
+            model = auto_class.from_pretrained(cfg.init_from, dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise GlottaError(f"model.init_from: cannot load {cfg.init_from!r}: {exc}") from None
         if model.get_input_embeddings().num_embeddings < vocab_size:
@@ -180,6 +200,8 @@ def grow_position_table(
     model already knows instead of noise, and training at the longer context adapts them. Rows
     before the first position (RoBERTa's padding) are kept as they are.
     """
+    import torch
+
     offset = family.position_offset(model.config)
     current = table.num_embeddings - offset
     if n_positions <= current:

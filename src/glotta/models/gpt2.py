@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from typing import TYPE_CHECKING
 
 from glotta.config import ModelConfig
 from glotta.models.family import ModelFamily, Shape
+
+if TYPE_CHECKING:
+    from transformers import GPT2Config
 
 
 class GPT2Family(ModelFamily):
@@ -21,10 +24,12 @@ class GPT2Family(ModelFamily):
         "xl": Shape(48, 1600, 25),
     }
     pipeline_tag = "text-generation"
-    model_class = GPT2LMHeadModel
-    auto_class = AutoModelForCausalLM
+    model_class = "GPT2LMHeadModel"
+    auto_class = "AutoModelForCausalLM"
 
     def hf_config(self, cfg: ModelConfig, vocab_size, block_size, special_ids) -> GPT2Config:
+        from transformers import GPT2Config
+
         shape = self.shape(cfg)
         eos = special_ids["eos"]
         return GPT2Config(

@@ -12,12 +12,13 @@ that trains at the longer context (Xiong et al., 2023, "Effective long-context s
 from __future__ import annotations
 
 import math
-
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
-from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+from typing import TYPE_CHECKING
 
 from glotta.config import ModelConfig
 from glotta.models.family import ModelFamily, Shape
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig
 
 DEFAULT_ROPE_THETA = 10000.0
 
@@ -45,10 +46,12 @@ class LlamaFamily(ModelFamily):
     presets = PRESETS
     pipeline_tag = "text-generation"
     rotary_positions = True
-    model_class = LlamaForCausalLM
-    auto_class = AutoModelForCausalLM
+    model_class = "LlamaForCausalLM"
+    auto_class = "AutoModelForCausalLM"
 
     def hf_config(self, cfg: ModelConfig, vocab_size, block_size, special_ids) -> LlamaConfig:
+        from transformers import LlamaConfig
+
         shape = self.shape(cfg)
         theta = cfg.rope_theta or PRESET_ROPE_THETA.get(cfg.preset, DEFAULT_ROPE_THETA)
         eos = special_ids["eos"]
@@ -101,6 +104,8 @@ class LlamaFamily(ModelFamily):
         if rope_theta and rope_theta != config.rope_parameters.get("rope_theta"):
             config.rope_parameters = {**config.rope_parameters, "rope_theta": rope_theta}
             # The rotary frequencies are a buffer computed from the base: compute them anew.
+            from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
             device = next(model.parameters()).device
             model.base_model.rotary_emb = LlamaRotaryEmbedding(config).to(device)
             changed = True

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
-from tokenizers import Tokenizer
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+from typing import TYPE_CHECKING
 
 from glotta.errors import GlottaError
 from glotta.tokenizer.files import read_tokenizer_file
+
+if TYPE_CHECKING:  # imported where used: glotta.models must not import torch (family.py)
+    import torch
+    from tokenizers import Tokenizer
 
 # transformers model types of encoders that glotta treats as masked LMs.
 ENCODER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra")
@@ -35,6 +36,8 @@ def is_masked_lm(model_dir: Path | str) -> bool:
 
     False when there is no readable config: the loader then says what is wrong.
     """
+    from transformers import AutoConfig
+
     try:
         return is_masked_lm_config(AutoConfig.from_pretrained(str(model_dir)))
     except (OSError, ValueError):
@@ -47,6 +50,9 @@ def load_causal_lm(model_dir: Path | str, device: torch.device | str = "cpu"):
             f"{model_dir} holds a masked LM (BERT/RoBERTa): it fills in masks and does not "
             "generate or score text left to right; use transformers' fill-mask pipeline"
         )
+    import torch
+    from transformers import AutoModelForCausalLM
+
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     except (OSError, ValueError) as exc:
@@ -55,6 +61,9 @@ def load_causal_lm(model_dir: Path | str, device: torch.device | str = "cpu"):
 
 
 def load_masked_lm(model_dir: Path | str, device: torch.device | str = "cpu"):
+    import torch
+    from transformers import AutoModelForMaskedLM
+
     try:
         model = AutoModelForMaskedLM.from_pretrained(str(model_dir), dtype=torch.float32)
     except (OSError, ValueError) as exc:

@@ -20,7 +20,6 @@ and renames: a shard under its final name is always complete.
 
 from __future__ import annotations
 
-import itertools
 import os
 import struct
 from collections.abc import Sequence
@@ -83,17 +82,21 @@ class ShardWriter:
         """Append documents (each a sequence of ids), each followed by eos."""
         if not batch:
             return
-        lengths = np.fromiter((len(ids) for ids in batch), dtype=np.int64, count=len(batch))
-        flat = np.fromiter(
-            itertools.chain.from_iterable(batch), dtype=np.int64, count=int(lengths.sum())
-        )
-        if flat.size and (flat.min() < 0 or flat.max() >= self.vocab_size):
-            bad = flat[(flat < 0) | (flat >= self.vocab_size)][0]
+        if any(isinstance(ids, np.ndarray) for ids in batch):
+            batch = [ids.tolist() if isinstance(ids, np.ndarray) else ids for ids in batch]
+        # One flat Python list, then one conversion: list.extend and np.array run in C, ~2x
+        # faster than numpy iterating a chain of lists (packing spends its Python time here).
+        flat: list[int] = []
+        for ids in batch:
+            flat += ids
+            if self.eos_id is not None:
+                flat.append(self.eos_id)
+        values = np.array(flat, dtype=np.int64)
+        if values.size and (values.min() < 0 or values.max() >= self.vocab_size):
+            bad = values[(values < 0) | (values >= self.vocab_size)][0]
             raise ValueError(f"token id {bad} is outside the vocabulary of {self.vocab_size}")
-        if self.eos_id is not None:
-            flat = np.insert(flat, np.cumsum(lengths), self.eos_id)
-        self._file.write(flat.astype(self.dtype).tobytes())
-        self.tokens += flat.size
+        self._file.write(values.astype(self.dtype).tobytes())
+        self.tokens += values.size
         self.documents += len(batch)
 
     def close(self) -> None:
