@@ -174,3 +174,21 @@ def test_an_encoding_failure_mid_split_leaves_no_shard(tmp_path, splits):
     with pytest.raises(RuntimeError, match="batch 3"):
         pack_split(FailsOnThirdBatch(), source, target, 500, 0, batch_documents=5)
     assert not target.exists() and not target.with_name("train.bin.partial").exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ['{"text": "ok"}, {"text": "two on a line"}', '{"txt": "no text key"}', '{"text": 5}', "{"],
+)
+def test_a_damaged_corpus_line_is_named(tmp_path, splits, damage):
+    run_dir = RunDir(tmp_path / "run")
+    write_corpus(run_dir, splits)
+    run_tokenizer(TokenizerConfig(kind="bpe", vocab_size=500), run_dir)
+    source = run_dir.corpus / "train.jsonl"
+    lines = source.read_text(encoding="utf-8").splitlines()
+    lines[11] = damage
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(GlottaError, match=r"train\.jsonl:12: not a JSON object"):
+        run_pack(PackConfig(batch_documents=5), run_dir)
+    assert not (run_dir.shards / "train.bin").exists()
+    assert not is_complete(run_dir.shards)

@@ -26,6 +26,7 @@ encoded (without the GIL), the next is read and parsed and the previous one writ
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -94,18 +95,38 @@ def widen_word_cache(tokenizer: Tokenizer) -> None:
 
 
 def _document_batches(path: Path, batch_documents: int) -> Iterator[tuple[list[str], int]]:
-    """The texts of a JSONL file in batches, each with the bytes of its lines (for progress)."""
-    batch: list[str] = []
-    batch_bytes = 0
+    """The texts of a JSONL file in batches, each with the bytes of its lines (for progress).
+
+    A batch's lines are parsed as one JSON array: one call into the C parser instead of one per
+    line halves the parsing time, which runs beside the encoder and competes with it for cores.
+    """
     with open(path, "rb") as f:
-        for line in f:
-            batch.append(json.loads(line)["text"])
-            batch_bytes += len(line)
-            if len(batch) >= batch_documents:
-                yield batch, batch_bytes
-                batch, batch_bytes = [], 0
-    if batch:
-        yield batch, batch_bytes
+        first_line = 1
+        while lines := list(itertools.islice(f, batch_documents)):
+            try:
+                records = json.loads(b"[" + b",".join(lines) + b"]")
+                texts = [record["text"] for record in records]
+                parsed = len(texts) == len(lines) and all(isinstance(t, str) for t in texts)
+            except (ValueError, KeyError, TypeError):
+                parsed = False
+            if not parsed:  # find the damaged line and name it
+                texts = [_parse_line(path, first_line + i, line) for i, line in enumerate(lines)]
+            yield texts, sum(map(len, lines))
+            first_line += len(lines)
+
+
+def _parse_line(path: Path, line_number: int, line: bytes) -> str:
+    """The text of one JSONL line, or an error naming the line (the corpus file is damaged)."""
+    try:
+        text = json.loads(line)["text"]
+        if isinstance(text, str):
+            return text
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise GlottaError(
+        f'{path}:{line_number}: not a JSON object with a "text" string; the corpus file is '
+        "damaged: run `glotta corpus` again"
+    )
 
 
 def pack_split(
