@@ -118,6 +118,7 @@ class Settings:
     peak_seconds: float = 1.0
     max_seconds_per_run: float = 900.0
     device: str = "cpu"
+    rounds: int = 1  # every run this many times, in alternating order; medians reported
 
 
 @dataclass(frozen=True)
@@ -503,8 +504,25 @@ def summarize(raw: dict[str, Any], s: Settings, tokens_per_step: int, flops: int
     return out
 
 
-def run_worker(name: str, settings_file: Path, work: Path) -> dict[str, Any]:
-    out_file = work / f"{name}.json"
+def median_of_rounds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's figures over its rounds: the median tokens/s (and the MFU it gives); the other
+    figures are those of the round nearest the median. Every round's tokens/s is kept."""
+    rates = [r["tokens_per_second"] for r in summaries]
+    median = statistics.median(rates)
+    out = dict(min(summaries, key=lambda r: abs(r["tokens_per_second"] - median)))
+    scale = median / out["tokens_per_second"]
+    out["achieved_gflops"] = round(out["achieved_gflops"] * scale, 2)
+    for key in ("mfu_vs_bf16_peak", "mfu_vs_fp32_peak", "mfu_vs_own_peak"):
+        out[key] = round(out[key] * scale, 4)
+    out["tokens_per_second"] = round(median, 1)
+    out["tokens_per_second_rounds"] = rates
+    return out
+
+
+def run_worker(name: str, settings_file: Path, work: Path, tag: str = "") -> dict[str, Any]:
+    """One run in a fresh process (``tag`` names its files: the run and its round)."""
+    tag = tag or name
+    out_file = work / f"{tag}.json"
     command = [
         sys.executable,
         "-m",
@@ -518,11 +536,11 @@ def run_worker(name: str, settings_file: Path, work: Path) -> dict[str, Any]:
     ]
     # A fresh Inductor cache per run: otherwise a later run reuses the kernels an earlier one
     # compiled (both compile the same transformers GPT-2) and its warm-up looks shorter.
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-{name}")}
-    log(f"run {name}")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-{tag}")}
+    log(f"run {tag}")
     with CpuWatch() as watch:
         proc = subprocess.run(command, stdout=sys.stderr, cwd=REPO_ROOT, env=env, check=False)
-    log(f"run {name} finished in {watch.wall:.0f}s (exit {proc.returncode})")
+    log(f"run {tag} finished in {watch.wall:.0f}s (exit {proc.returncode})")
     if proc.returncode != 0:
         return {"name": name, "error": f"worker exited with {proc.returncode}"}
     result = json.loads(out_file.read_text())
@@ -544,6 +562,8 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
         raise SystemExit(f"unknown --runs {unknown}; choose from {ALL_RUNS}")
     if not 0 <= s.warmup < s.steps:
         raise SystemExit("--warmup must be smaller than --steps")
+    if s.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
     meta = prepare_packed_data(Path(s.data_dir), s.vocab_size)
     facts = model_facts(s, meta["vocab_size"], meta["eos_id"])
     tokens_per_step = s.micro_batch * s.block_size
@@ -556,21 +576,30 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
         }
     peaks["contention"] = peak_watch.result()
 
-    raw_runs: dict[str, Any] = {}
+    raw_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in s.runs}
     with tempfile.TemporaryDirectory(prefix="train-speed-") as tmp:
         work = Path(tmp)
         settings_file = work / "settings.json"
         settings_file.write_text(json.dumps(dataclasses.asdict(s)))
-        for name in s.runs:
-            raw_runs[name] = run_worker(name, settings_file, work)
+        # Alternate the order (a, b, c, then c, b, a ...) so that a slow spell of a shared
+        # machine, or anything an earlier run leaves behind, does not always favour one side.
+        for round_index in range(s.rounds):
+            order = s.runs if round_index % 2 == 0 else s.runs[::-1]
+            for name in order:
+                tag = name if s.rounds == 1 else f"{name}-round{round_index + 1}"
+                raw_runs[name].append(run_worker(name, settings_file, work, tag))
 
     runs = {}
-    for name, raw in raw_runs.items():
-        if "error" in raw:
-            runs[name] = {"error": raw["error"]}
-            continue
+    for name, rounds in raw_runs.items():
         try:
-            runs[name] = summarize(raw, s, tokens_per_step, facts["flops_per_token"], peaks)
+            summaries = []
+            for raw in rounds:
+                if "error" in raw:
+                    raise RuntimeError(raw["error"])
+                summaries.append(
+                    summarize(raw, s, tokens_per_step, facts["flops_per_token"], peaks)
+                )
+            runs[name] = median_of_rounds(summaries)
         except RuntimeError as error:
             runs[name] = {"error": str(error)}
     failed = [name for name, r in runs.items() if "error" in r]
@@ -805,6 +834,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         default=d.device,
         help="Where both sides train; the goals in issue 3 are for the CPU (default: cpu).",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=d.rounds,
+        help="Run every variant this many times, in alternating order (forward, then reversed, "
+        "...), each in a fresh process; tokens/s is the median over the rounds, and every "
+        f"round's figure is kept in the results file (default: {d.rounds}).",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-settings", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
@@ -828,6 +865,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         peak_seconds=a.peak_seconds,
         max_seconds_per_run=a.max_seconds_per_run,
         device=a.device,
+        rounds=a.rounds,
     )
     return s, a
 

@@ -48,7 +48,7 @@ def results_file(results: Path, prefix: str) -> dict:
 
 def test_train_speed_smoke(smoke_data, tmp_path):
     line = bench("train_speed", "--data-dir", str(smoke_data), "--results-dir", str(tmp_path),
-                 "--runs", "glotta-best,hf-default", results=tmp_path)  # fmt: skip
+                 "--runs", "glotta-best,hf-default", "--rounds", "2", results=tmp_path)  # fmt: skip
     for run in ("glotta-best", "hf-default"):
         r = line["runs"][run]
         for key in ("tokens_per_second", "warmup_seconds", "stall_seconds", "stall_share",
@@ -62,7 +62,13 @@ def test_train_speed_smoke(smoke_data, tmp_path):
         assert key in line, key
     assert line["failed_runs"] == []
     saved = results_file(tmp_path, "train_speed-")
-    assert len(saved["raw_runs"]["glotta-best"]["step_seconds"]) == 3
+    # Two rounds of each run (in alternating order); the headline rate is their median.
+    for run in ("glotta-best", "hf-default"):
+        rounds = saved["raw_runs"][run]
+        assert len(rounds) == 2 and all(len(r["step_seconds"]) == 3 for r in rounds)
+        rates = line["runs"][run]["tokens_per_second_rounds"]
+        assert len(rates) == 2
+        assert line["runs"][run]["tokens_per_second"] == pytest.approx(sum(rates) / 2, abs=0.06)
 
 
 def test_generate_speed_smoke_clamps_to_the_context(smoke_data, tmp_path):
