@@ -53,6 +53,22 @@ def test_cross_entropy_and_gradients_match_plain(chunk, bias):
         close(got, want)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_under_bf16_autocast_the_head_runs_in_bf16_like_the_plain_one(bias):
+    """Under autocast the fused head computes in bf16 (as nn.Linear would) and the loss in fp32;
+    the plain path under the same autocast is the reference (bf16 rounding: relative 1e-2)."""
+    hidden, weight, b, targets = inputs(bias)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.cross_entropy(F.linear(hidden, weight, b).float(), targets, reduction="sum")
+        fused = linear_cross_entropy_sum(hidden, weight, targets, b, chunk_size=16)
+    assert fused.dtype == torch.float32
+    close(fused, plain, rel=1e-2)
+    for got, want in zip(
+        grads(fused, hidden, weight, b), grads(plain, hidden, weight, b), strict=True
+    ):
+        close(got, want, rel=2e-2)
+
+
 def test_all_targets_ignored_gives_zero_loss_and_gradient():
     hidden, weight, _, targets = inputs(False)
     targets[:] = -100

@@ -90,25 +90,41 @@ class _FusedHeadLoss(torch.autograd.Function):
         ce_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         kl_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         t = float(temperature)
+        # One fp32 logits buffer for every chunk. A fresh one per chunk would cost more than
+        # its arithmetic on CPU: a buffer this large comes from mmap, so every chunk would
+        # page-fault and zero its ~128 MiB again.
+        buffer = torch.empty(min(chunk_size, n), w.size(0), dtype=torch.float32, device=w.device)
         with torch.autocast(device_type, enabled=False):
             for start in range(0, n, chunk_size):
                 stop = min(n, start + chunk_size)
                 h = h_all[start:stop].to(compute)
-                logits = torch.nn.functional.linear(h, w, b).float()
-                # Cross-entropy alone: the logits become their own gradient, in place (one
-                # chunk-sized buffer); with the KL term they are still needed, so a copy.
-                grad = None if alpha_ce else logits
+                logits = buffer[: stop - start]
+                if compute == torch.float32:
+                    if b is None:
+                        torch.mm(h, w.t(), out=logits)
+                    else:
+                        torch.addmm(b, h, w.t(), out=logits)
+                else:
+                    logits.copy_(torch.nn.functional.linear(h, w, b))
+                grad = None
                 if alpha_clm:
                     tgt = t_all[start:stop]
                     valid = tgt != ignore_index
                     safe = torch.where(valid, tgt, torch.zeros_like(tgt)).unsqueeze(1)
-                    lse = torch.logsumexp(logits, dim=1, keepdim=True)
+                    row_weight = (valid.to(torch.float32) * alpha_clm).unsqueeze(1)
                     picked = logits.gather(1, safe)
+                    if alpha_ce:  # the KL term reads the logits too: the softmax in a copy
+                        lse = torch.logsumexp(logits, dim=1, keepdim=True)
+                        probs = (logits - lse).exp_().mul_(row_weight)
+                    else:  # the logits become their own gradient, in place
+                        top = logits.amax(1, keepdim=True)
+                        probs = logits.sub_(top).exp_()
+                        total = probs.sum(1, keepdim=True)
+                        lse = top + total.log()
+                        probs.mul_(row_weight / total)
                     ce_sum += ((lse - picked).squeeze(1) * valid).sum()
                     # d CE / d logits = softmax - one-hot, zero on ignored rows
-                    probs = logits.sub_(lse).exp_() if grad is logits else (logits - lse).exp_()
-                    probs.scatter_add_(1, safe, torch.full_like(picked, -1.0))
-                    probs.mul_((valid.to(probs.dtype) * alpha_clm).unsqueeze(1))
+                    probs.scatter_add_(1, safe, -row_weight)
                     grad = probs
                     del probs
                 if alpha_ce:
@@ -125,7 +141,10 @@ class _FusedHeadLoss(torch.autograd.Function):
                     grad = torch.zeros(stop - start, w.size(0), device=h.device)
                 g = grad.to(compute)
                 if grad_h is not None:
-                    grad_h[start:stop] = (g @ w).to(grad_h.dtype)
+                    if grad_h.dtype == g.dtype:
+                        torch.mm(g, w, out=grad_h[start:stop])
+                    else:
+                        grad_h[start:stop] = (g @ w).to(grad_h.dtype)
                 if grad_w is not None:
                     if g.dtype == grad_w.dtype:
                         grad_w.addmm_(g.t(), h)  # no (vocab x width) temporary per chunk
