@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -274,14 +275,20 @@ def measure_hf(s: Settings, run_dir: Path, work: Path, repeat: int, num_proc: in
     }
 
 
-def best_of(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The fastest repeat (least disturbed on a shared machine); peak RSS is the largest seen."""
-    best = dict(min(results, key=lambda r: r["wall_seconds"]))
-    best["peak_rss_mib"] = max(r["peak_rss_mib"] for r in results)
+def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's figures over its repeats: the median wall and in-process times (the other
+    figures are those of the repeat nearest the median); peak RSS is the largest seen."""
+    wall = statistics.median(r["wall_seconds"] for r in results)
+    out = dict(min(results, key=lambda r: abs(r["wall_seconds"] - wall)))
+    out["wall_seconds"] = round(wall, 3)
+    out["in_process_seconds"] = round(
+        statistics.median(r["in_process_seconds"] for r in results), 3
+    )
+    out["peak_rss_mib"] = max(r["peak_rss_mib"] for r in results)
     trees = [r["tree_peak_rss_mib"] for r in results if r.get("tree_peak_rss_mib")]
-    best["tree_peak_rss_mib"] = max(trees) if trees else None
-    best["all_wall_seconds"] = [r["wall_seconds"] for r in results]
-    return best
+    out["tree_peak_rss_mib"] = max(trees) if trees else None
+    out["all_wall_seconds"] = [r["wall_seconds"] for r in results]
+    return out
 
 
 def run_pack_speed(s: Settings) -> dict[str, Any]:
@@ -295,11 +302,15 @@ def run_pack_speed(s: Settings) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pack-speed-", dir=run_dir) as tmp:
         work = Path(tmp)
         for repeat in range(s.repeats):
-            log(f"glotta pack, repeat {repeat + 1}/{s.repeats}")
-            glotta_runs.append(measure_glotta(run_dir, work, repeat))
-            log(f"HF datasets map + group_texts (num_proc={num_proc}), repeat {repeat + 1}")
-            hf_runs.append(measure_hf(s, run_dir, work, repeat, num_proc))
-    glotta, hf = best_of(glotta_runs), best_of(hf_runs)
+            # Alternate which side goes first, so neither always meets a cold or a warm cache.
+            for side in ("glotta", "hf") if repeat % 2 == 0 else ("hf", "glotta"):
+                if side == "glotta":
+                    log(f"glotta pack, repeat {repeat + 1}/{s.repeats}")
+                    glotta_runs.append(measure_glotta(run_dir, work, repeat))
+                else:
+                    log(f"HF datasets map + group_texts (num_proc={num_proc}), repeat {repeat + 1}")
+                    hf_runs.append(measure_hf(s, run_dir, work, repeat, num_proc))
+    glotta, hf = median_of(glotta_runs), median_of(hf_runs)
     for side in (glotta, hf):
         side["tokens_per_second"] = round(side["text_tokens"] / side["wall_seconds"])
         side["tokens_per_second_in_process"] = round(
@@ -441,7 +452,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         "--repeats",
         type=int,
         default=d.repeats,
-        help=f"Measurements per side; the fastest counts (default: {d.repeats}).",
+        help="Measurements per side, alternating which side goes first; the median counts "
+        f"(default: {d.repeats}).",
     )
     p.add_argument(
         "--work-dir",

@@ -104,9 +104,12 @@ def test_generate_speed_on_a_trained_model_uses_its_own_tokenizer(tiny_run, tmp_
 
 def test_pack_speed_smoke(smoke_data, tmp_path):
     line = bench("pack_speed", "--base-dir", str(smoke_data), "--work-dir", str(tmp_path / "w"),
-                 "--results-dir", str(tmp_path), results=tmp_path)  # fmt: skip
+                 "--results-dir", str(tmp_path), "--repeats", "2", results=tmp_path)  # fmt: skip
     for side in ("glotta", "hf"):
         assert line[side]["tokens_per_second"] > 0 and line[side]["peak_rss_mib"] > 0
+        walls = line[side]["all_wall_seconds"]  # two repeats, the median (here: mean) counts
+        assert len(walls) == 2
+        assert line[side]["wall_seconds"] == pytest.approx(sum(walls) / 2, abs=1e-3)
     assert line["ratio_tokens_per_second"] > 0
     assert "tree_peak_rss_mib" in line["hf"] and "glotta_peak_rss_mib" in line["goals"]
 
