@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -192,3 +193,70 @@ def test_a_damaged_corpus_line_is_named(tmp_path, splits, damage):
         run_pack(PackConfig(batch_documents=5), run_dir)
     assert not (run_dir.shards / "train.bin").exists()
     assert not is_complete(run_dir.shards)
+
+
+def test_worker_processes_write_the_same_shards(tmp_path, splits, monkeypatch):
+    """Splits cut into byte ranges and encoded by two worker processes give the shards the
+    in-process encoder gives, byte for byte, and the same counts in meta.json."""
+    import glotta.tokenizer.pack as pack
+
+    run_dir = RunDir(tmp_path / "run")
+    write_corpus(run_dir, splits)
+    run_tokenizer(TokenizerConfig(kind="bpe", vocab_size=500), run_dir)
+    here = run_pack(PackConfig(threads=1), run_dir)
+    expected = {s: (run_dir.shards / f"{s}.bin").read_bytes() for s in SPLITS}
+
+    monkeypatch.setattr(pack, "WORKERS_FROM_BYTES", 0)  # every non-empty split to the workers
+    monkeypatch.setattr(pack, "RANGE_BYTES", 3000)  # many ranges, some cut mid-document
+    ranges = pack.line_ranges(run_dir.corpus / "train.jsonl", pack.RANGE_BYTES)
+    assert len(ranges) > 10
+    encoded_by_workers = []
+    encode = pack.EncoderPool.encode
+
+    def spy(self, path, ranges, batch_documents):
+        encoded_by_workers.append(path.name)
+        yield from encode(self, path, ranges, batch_documents)
+
+    monkeypatch.setattr(pack.EncoderPool, "encode", spy)
+    in_workers = run_pack(PackConfig(threads=2, batch_documents=4), run_dir)
+    assert encoded_by_workers == [f"{s}.jsonl" for s in SPLITS]
+    assert {s: (run_dir.shards / f"{s}.bin").read_bytes() for s in SPLITS} == expected
+    assert in_workers["splits"] == here["splits"]
+
+
+def test_a_damaged_line_in_a_worker_range_is_named(tmp_path, splits, monkeypatch):
+    import glotta.tokenizer.pack as pack
+
+    run_dir = RunDir(tmp_path / "run")
+    write_corpus(run_dir, splits)
+    run_tokenizer(TokenizerConfig(kind="bpe", vocab_size=500), run_dir)
+    source = run_dir.corpus / "train.jsonl"
+    lines = source.read_text(encoding="utf-8").splitlines()
+    lines[150] = '{"text": "cut short'
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(pack, "WORKERS_FROM_BYTES", 0)
+    monkeypatch.setattr(pack, "RANGE_BYTES", 5000)
+    starts = [start for start, _ in pack.line_ranges(source, pack.RANGE_BYTES)]
+    assert sum(len(line.encode()) + 1 for line in lines[:150]) > starts[2]  # not in range 0
+    with pytest.raises(GlottaError, match=r"train\.jsonl:151: not a JSON object"):
+        run_pack(PackConfig(threads=2, batch_documents=3), run_dir)
+    assert not (run_dir.shards / "train.bin").exists()
+    assert not is_complete(run_dir.shards)
+
+
+@pytest.mark.parametrize("range_bytes", [1, 7, 64, 10_000])
+@pytest.mark.parametrize("ending", ["\n", ""])
+def test_line_ranges_cover_the_file_in_whole_lines(tmp_path, range_bytes, ending):
+    from glotta.tokenizer.encode import line_ranges
+
+    lines = [f'{{"text": "{"ä" * (i * 7 % 23)}"}}' for i in range(40)] + ["", "{}"]
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(("\n".join(lines) + ending).encode("utf-8"))
+    data = path.read_bytes()
+    ranges = line_ranges(path, range_bytes)
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(data)
+    assert all(end == start for (_, end), (start, _) in itertools.pairwise(ranges))
+    assert all(start < end for start, end in ranges)
+    assert all(data[end - 1 : end] == b"\n" for _, end in ranges[:-1])
+    assert b"".join(data[start:end] for start, end in ranges) == data
+    assert line_ranges(tmp_path / "c.jsonl", len(data) + 1) == [(0, len(data))]

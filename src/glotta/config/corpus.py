@@ -210,5 +210,9 @@ class TokenizerConfig:
 class PackConfig:
     """Stage 3: tokenize the splits into binary token shards."""
 
-    threads: int = opt(0, "Tokenizer threads (0 = all cores).")
+    threads: int = opt(
+        0,
+        "Cores that encode (0 = all): worker processes for splits over 32 MiB, tokenizer "
+        "threads for smaller ones.",
+    )
     batch_documents: int = opt(1000, "Documents tokenized per batch (bounds memory).")

@@ -11,5 +11,6 @@ Modules (import the one you need; this package imports nothing heavy on its own,
 - ``fertility``  tokens per character / word / byte
 - ``stage``      ``run_tokenizer``: the tokenizer stage entry
 - ``shards``     binary token files with a header (``ShardWriter``, ``open_shard``)
+- ``encode``     JSONL batches and byte ranges encoded to shard ids, here or in worker processes
 - ``pack``       ``run_pack``: the pack stage entry
 """

@@ -5,11 +5,16 @@
 
 Reads ``RUN_DIR/corpus/{train,valid,test}.jsonl`` and ``RUN_DIR/tokenizer/tokenizer.json``; writes
 ``{train,valid,test}.bin`` (see :mod:`glotta.tokenizer.shards`: header, then the ids of every
-document followed by eos), ``meta.json`` and, last, ``COMPLETE.json``. Streaming: memory is one
-batch of ``pack.batch_documents`` documents (two in flight), whatever the corpus size. Encoding
-runs in the ``tokenizers`` Rust thread pool (``encode_batch``), so it uses every core unless
-``pack.threads`` says otherwise, and it overlaps the Python work around it: while one batch is
-encoded (without the GIL), the next is read and parsed and the previous one written.
+document followed by eos), ``meta.json`` and, last, ``COMPLETE.json``. ``pack.threads`` cores
+encode (0 = all of them):
+
+- a split over 32 MiB is cut into ~4 MiB ranges of whole lines, encoded by one worker process
+  per core (each a single-threaded encoder) and written in file order;
+- a smaller one is encoded here, on the ``tokenizers`` thread pool (``encode_batch``), one batch
+  at a time on a helper thread while the next is parsed and the previous one written.
+
+Either way memory is a few batches per core whatever the corpus size, and the shard is the same
+byte for byte (see :mod:`glotta.tokenizer.encode`).
 
 ``meta.json``::
 
@@ -26,8 +31,6 @@ encoded (without the GIL), the next is read and parsed and the previous one writ
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import sys
 import time
@@ -50,8 +53,22 @@ from glotta.rundir import (
     stage_fingerprint,
     write_json_atomic,
 )
-from glotta.tokenizer.files import read_tokenizer_file
-from glotta.tokenizer.shards import HEADER_BYTES, VERSION, ShardWriter, token_dtype
+from glotta.tokenizer.encode import (
+    EncodedRange,
+    EncoderPool,
+    document_batches,
+    encode_texts,
+    line_ranges,
+    load_trained_tokenizer,
+    widen_word_cache,
+)
+from glotta.tokenizer.shards import (
+    HEADER_BYTES,
+    VERSION,
+    ShardWriter,
+    documents_to_ids,
+    token_dtype,
+)
 
 META_FILE = "meta.json"
 FORMAT = "glotta-tokens"  # meta.json's name for the shard format of glotta.tokenizer.shards
@@ -62,71 +79,11 @@ def pack_fingerprint(cfg: PackConfig, run_dir: RunDir) -> str:
     return stage_fingerprint(cfg, run_dir.tokenizer)
 
 
-def load_trained_tokenizer(tokenizer_dir: Path) -> tuple[Tokenizer, str, int]:
-    """The ``tokenizers.Tokenizer`` of a tokenizer folder, its eos token and eos id."""
-    # Shards hold every token of every document, whatever the file says about truncation.
-    path = tokenizer_dir / "tokenizer.json"
-    tokenizer = read_tokenizer_file(path, "run `glotta tokenizer` first")
-    eos = None
-    config_path = tokenizer_dir / "tokenizer_config.json"
-    if config_path.is_file():
-        eos = json.loads(config_path.read_text(encoding="utf-8")).get("eos_token")
-        if isinstance(eos, dict):  # transformers 4 writes AddedToken objects
-            eos = eos.get("content")
-    if not eos:
-        raise GlottaError(f"{config_path} names no eos_token; re-run `glotta tokenizer`")
-    eos_id = tokenizer.token_to_id(eos)
-    if eos_id is None:
-        raise GlottaError(f"the eos token {eos!r} is not in {path}; re-run `glotta tokenizer`")
-    return tokenizer, eos, eos_id
-
-
-# Words whose BPE merges the tokenizer remembers. The library's default (10,000) is far below the
-# distinct words of a real corpus, so most words were merged again each time they occurred; a
-# larger cache encodes ~15% faster and costs tens of MB at most. The ids are the same either way.
-BPE_CACHE_WORDS = 2**18
-
-
-def widen_word_cache(tokenizer: Tokenizer) -> None:
-    """Give a BPE model a word cache of :data:`BPE_CACHE_WORDS` (other models have none)."""
-    resize = getattr(tokenizer.model, "_resize_cache", None)  # tokenizers >= 0.20, BPE only
-    if resize is not None:
-        resize(BPE_CACHE_WORDS)
-
-
-def _document_batches(path: Path, batch_documents: int) -> Iterator[tuple[list[str], int]]:
-    """The texts of a JSONL file in batches, each with the bytes of its lines (for progress).
-
-    A batch's lines are parsed as one JSON array: one call into the C parser instead of one per
-    line halves the parsing time, which runs beside the encoder and competes with it for cores.
-    """
-    with open(path, "rb") as f:
-        first_line = 1
-        while lines := list(itertools.islice(f, batch_documents)):
-            try:
-                records = json.loads(b"[" + b",".join(lines) + b"]")
-                texts = [record["text"] for record in records]
-                parsed = len(texts) == len(lines) and all(isinstance(t, str) for t in texts)
-            except (ValueError, KeyError, TypeError):
-                parsed = False
-            if not parsed:  # find the damaged line and name it
-                texts = [_parse_line(path, first_line + i, line) for i, line in enumerate(lines)]
-            yield texts, sum(map(len, lines))
-            first_line += len(lines)
-
-
-def _parse_line(path: Path, line_number: int, line: bytes) -> str:
-    """The text of one JSONL line, or an error naming the line (the corpus file is damaged)."""
-    try:
-        text = json.loads(line)["text"]
-        if isinstance(text, str):
-            return text
-    except (ValueError, KeyError, TypeError):
-        pass
-    raise GlottaError(
-        f'{path}:{line_number}: not a JSON object with a "text" string; the corpus file is '
-        "damaged: run `glotta corpus` again"
-    )
+# Splits larger than this are encoded by worker processes (one per core, each on ranges of
+# RANGE_BYTES); smaller ones in this process, where starting the workers would cost more than
+# they save (~1 s against ~4 s of encoding at 16 MiB on two cores).
+WORKERS_FROM_BYTES = 32 * 2**20
+RANGE_BYTES = 4 * 2**20  # ~1 s of encoding on one core: small tails, cheap hand-offs
 
 
 def pack_split(
@@ -136,41 +93,29 @@ def pack_split(
     vocab_size: int,
     eos_id: int,
     batch_documents: int,
+    workers: EncoderPool | None = None,
     desc: str = "",
 ) -> dict[str, int]:
     """Tokenize the documents of ``source`` (JSONL) into the shard ``target``; return counts.
 
-    One batch is encoded on a worker thread (the Rust encoder releases the GIL) while this
-    thread parses the next batch and writes the previous one, so both overlap the encoding.
-    Batches are written in their reading order.
+    With ``workers`` and a source over :data:`WORKERS_FROM_BYTES`, its byte ranges are encoded
+    by the worker processes; otherwise here, see :func:`_encode_here`. Either way documents
+    are written in their reading order, so the shard does not depend on where they were encoded.
     """
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # fast: no offsets
-    utf8_bytes = characters = 0
     progress = tqdm(
         total=source.stat().st_size, unit="B", unit_scale=True, desc=desc, file=sys.stderr
     )
-    with (
-        progress,
-        ShardWriter(target, vocab_size, eos_id) as writer,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="glotta-pack") as encoder,
-    ):
-        in_flight: tuple[Future, int] | None = None
-
-        def write(encoded: tuple[Future, int]) -> None:
-            future, batch_bytes = encoded
-            writer.write_documents([e.ids for e in future.result()])
-            progress.update(batch_bytes)
-
-        for batch, batch_bytes in _document_batches(source, batch_documents):
-            submitted = (encoder.submit(encode, batch, add_special_tokens=False), batch_bytes)
-            for text in batch:
-                utf8_bytes += len(text.encode("utf-8"))
-                characters += len(text)
-            if in_flight is not None:
-                write(in_flight)
-            in_flight = submitted
-        if in_flight is not None:
-            write(in_flight)
+    with progress, ShardWriter(target, vocab_size, eos_id) as writer:
+        if workers is not None and workers.processes > 1 and progress.total > WORKERS_FROM_BYTES:
+            encoded = workers.encode(source, line_ranges(source, RANGE_BYTES), batch_documents)
+        else:
+            encoded = _encode_here(tokenizer, source, vocab_size, eos_id, batch_documents)
+        utf8_bytes = characters = 0
+        for part in encoded:
+            writer.write_ids(part.ids, part.documents)
+            utf8_bytes += part.utf8_bytes
+            characters += part.characters
+            progress.update(part.source_bytes)
         progress.set_postfix(tokens=f"{writer.tokens:,}")
     return {
         "file": target.name,
@@ -179,6 +124,36 @@ def pack_split(
         "utf8_bytes": utf8_bytes,
         "characters": characters,
     }
+
+
+def _encode_here(
+    tokenizer: Tokenizer, source: Path, vocab_size: int, eos_id: int, batch_documents: int
+) -> Iterator[EncodedRange]:
+    """The batches of ``source`` encoded in this process, in order.
+
+    One batch is encoded on a worker thread (the Rust encoder releases the GIL, and runs on
+    the tokenizers thread pool) while this thread parses the next batch and writes the
+    previous one, so both overlap the encoding.
+    """
+
+    def finish(texts: list[str], ids: Future[list[list[int]]], batch_bytes: int) -> EncodedRange:
+        return EncodedRange(
+            ids=documents_to_ids(ids.result(), vocab_size, eos_id),
+            documents=len(texts),
+            utf8_bytes=sum(len(text.encode("utf-8")) for text in texts),
+            characters=sum(map(len, texts)),
+            source_bytes=batch_bytes,
+        )
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glotta-pack") as encoder:
+        in_flight = None
+        for texts, batch_bytes in document_batches(source, batch_documents):
+            submitted = (texts, encoder.submit(encode_texts, tokenizer, texts), batch_bytes)
+            if in_flight is not None:
+                yield finish(*in_flight)
+            in_flight = submitted
+        if in_flight is not None:
+            yield finish(*in_flight)
 
 
 def run_pack(cfg: PackConfig, run_dir: RunDir) -> dict[str, Any]:
@@ -210,18 +185,20 @@ def run_pack(cfg: PackConfig, run_dir: RunDir) -> dict[str, Any]:
         (out_dir / name).unlink(missing_ok=True)
 
     started = time.perf_counter()
-    splits = {
-        split: pack_split(
-            tokenizer,
-            source,
-            out_dir / f"{split}.bin",
-            vocab_size,
-            eos_id,
-            cfg.batch_documents,
-            desc=f"pack {split}",
-        )
-        for split, source in sources.items()
-    }
+    with EncoderPool(run_dir.tokenizer, cfg.threads or usable_cpus()) as workers:
+        splits = {
+            split: pack_split(
+                tokenizer,
+                source,
+                out_dir / f"{split}.bin",
+                vocab_size,
+                eos_id,
+                cfg.batch_documents,
+                workers=workers,
+                desc=f"pack {split}",
+            )
+            for split, source in sources.items()
+        }
     seconds = time.perf_counter() - started
     total_tokens = sum(s["tokens"] for s in splits.values())
     dtype = token_dtype(vocab_size)
@@ -248,6 +225,13 @@ def run_pack(cfg: PackConfig, run_dir: RunDir) -> dict[str, Any]:
     }
     mark_complete(out_dir, "pack", fp, summary)  # last: the stage is done
     return meta
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under taskset or a cgroup)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def format_summary(meta: dict[str, Any]) -> str:

@@ -80,24 +80,16 @@ class ShardWriter:
 
     def write_documents(self, batch: Sequence[Sequence[int] | np.ndarray]) -> None:
         """Append documents (each a sequence of ids), each followed by eos."""
-        if not batch:
-            return
-        if any(isinstance(ids, np.ndarray) for ids in batch):
-            batch = [ids.tolist() if isinstance(ids, np.ndarray) else ids for ids in batch]
-        # One flat Python list, then one conversion: list.extend and np.array run in C, ~2x
-        # faster than numpy iterating a chain of lists (packing spends its Python time here).
-        flat: list[int] = []
-        for ids in batch:
-            flat += ids
-            if self.eos_id is not None:
-                flat.append(self.eos_id)
-        values = np.array(flat, dtype=np.int64)
-        if values.size and (values.min() < 0 or values.max() >= self.vocab_size):
-            bad = values[(values < 0) | (values >= self.vocab_size)][0]
-            raise ValueError(f"token id {bad} is outside the vocabulary of {self.vocab_size}")
-        self._file.write(values.astype(self.dtype).tobytes())
-        self.tokens += values.size
-        self.documents += len(batch)
+        if batch:
+            self.write_ids(documents_to_ids(batch, self.vocab_size, self.eos_id), len(batch))
+
+    def write_ids(self, ids: np.ndarray, documents: int) -> None:
+        """Append ids already laid out by :func:`documents_to_ids` for this vocabulary."""
+        if ids.dtype != self.dtype:
+            raise ValueError(f"ids of dtype {ids.dtype} for a {self.dtype} shard")
+        self._file.write(ids.tobytes())
+        self.tokens += ids.size
+        self.documents += documents
 
     def close(self) -> None:
         """Patch the counts into the header, fsync and rename to the final name."""
@@ -129,6 +121,27 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def documents_to_ids(
+    batch: Sequence[Sequence[int] | np.ndarray], vocab_size: int, eos_id: int | None
+) -> np.ndarray:
+    """The ids of ``batch`` as they go into a shard: each document then ``eos_id`` (when given),
+    in the shard dtype of ``vocab_size``; ``ValueError`` on an id outside the vocabulary."""
+    if any(isinstance(ids, np.ndarray) for ids in batch):
+        batch = [ids.tolist() if isinstance(ids, np.ndarray) else ids for ids in batch]
+    # One flat Python list, then one conversion: list.extend and np.array run in C, ~2x
+    # faster than numpy iterating a chain of lists (packing spends its Python time here).
+    flat: list[int] = []
+    for ids in batch:
+        flat += ids
+        if eos_id is not None:
+            flat.append(eos_id)
+    values = np.array(flat, dtype=np.int64)
+    if values.size and (values.min() < 0 or values.max() >= vocab_size):
+        bad = values[(values < 0) | (values >= vocab_size)][0]
+        raise ValueError(f"token id {bad} is outside the vocabulary of {vocab_size}")
+    return values.astype(token_dtype(vocab_size))
 
 
 def shard_header(path: Path | str) -> dict[str, Any]:
