@@ -440,7 +440,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         "--num-proc",
         type=int,
         default=d.num_proc,
-        help="datasets map num_proc (default: 0 = usable CPUs, like glotta's tokenizer threads).",
+        help="datasets map num_proc (default: 0 = usable CPUs, like glotta's pack.threads).",
     )
     p.add_argument(
         "--tokenizer-texts",
