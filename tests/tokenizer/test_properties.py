@@ -5,6 +5,7 @@ fed arbitrary Unicode: every script, combining marks, emoji, control characters,
 
 - ``bpe``, ``roberta-bpe`` (byte-level) and ``unigram`` (byte fallback, identity normalization)
   are lossless: ``decode(encode(text)) == text`` for every text.
+- The byte-level kinds' fast encoder (``glotta.tokenizer.byte_level``) gives the tokenizers ids.
 - ``wordpiece`` is lossy by design (BERT's normalizer drops control characters and turns
   whitespace into spaces; the pre-tokenizer splits at whitespace and punctuation; a word with a
   character outside the vocabulary becomes one [UNK]). What holds exactly: the text is wrapped in
@@ -86,6 +87,17 @@ def test_lossless_kinds_round_trip_any_text(trained, kind, text):
     tokenizer = trained[kind]
     ids = tokenizer.encode(text, add_special_tokens=False).ids
     assert tokenizer.decode(ids, skip_special_tokens=False) == text
+
+
+@pytest.mark.parametrize("kind", ["bpe", "roberta-bpe"])
+@given(text=texts())
+def test_byte_level_fast_encoder_gives_the_tokenizers_ids(trained, kind, text):
+    from glotta.tokenizer.byte_level import ByteLevelEncoder
+
+    tokenizer = trained[kind]
+    encoder = ByteLevelEncoder.for_tokenizer(tokenizer)
+    assert encoder is not None
+    assert encoder.encode([text]) == [tokenizer.encode(text, add_special_tokens=False).ids]
 
 
 @given(text=texts())

@@ -57,9 +57,9 @@ from glotta.tokenizer.encode import (
     EncodedRange,
     EncoderPool,
     document_batches,
-    encode_texts,
     line_ranges,
     load_trained_tokenizer,
+    text_encoder,
     widen_word_cache,
 )
 from glotta.tokenizer.shards import (
@@ -131,10 +131,12 @@ def _encode_here(
 ) -> Iterator[EncodedRange]:
     """The batches of ``source`` encoded in this process, in order.
 
-    One batch is encoded on a worker thread (the Rust encoder releases the GIL, and runs on
-    the tokenizers thread pool) while this thread parses the next batch and writes the
-    previous one, so both overlap the encoding.
+    One batch is encoded on a helper thread while this thread parses the next batch and
+    writes the previous one. With the tokenizers encoder (which releases the GIL and runs on
+    its own thread pool) that overlaps the encoding; the byte-level encoder is Python and
+    mostly takes turns with them.
     """
+    encode = text_encoder(tokenizer)
 
     def finish(texts: list[str], ids: Future[list[list[int]]], batch_bytes: int) -> EncodedRange:
         return EncodedRange(
@@ -148,7 +150,7 @@ def _encode_here(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glotta-pack") as encoder:
         in_flight = None
         for texts, batch_bytes in document_batches(source, batch_documents):
-            submitted = (texts, encoder.submit(encode_texts, tokenizer, texts), batch_bytes)
+            submitted = (texts, encoder.submit(encode, texts), batch_bytes)
             if in_flight is not None:
                 yield finish(*in_flight)
             in_flight = submitted
