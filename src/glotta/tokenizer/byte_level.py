@@ -16,8 +16,10 @@ Why the ids are the same, and what is left to ``tokenizers`` itself:
   distinct character is checked once: its class in ``regex`` against its class in the
   tokenizer's pre-tokenizer (found by what it joins with). A text with any character they
   disagree on is encoded by ``tokenizers``.
-- A new piece must come back from the tokenizer's pre-tokenizer as one piece (that also gives
-  its byte-mapped form); its ids are the BPE model's ``tokenize`` of that form.
+- So the pieces are the pre-tokenizer's own. A piece's byte-mapped form is its characters'
+  forms end to end (the mapping is byte by byte; each character's form comes from the
+  pre-tokenizer itself), and its ids are the BPE model's ``tokenize`` of that form, as in
+  the pipeline.
 - A text containing an added token's content (``<|endoftext|>``, say) is encoded by
   ``tokenizers``, which splits those out first.
 - Only tokenizers with exactly this pipeline get a ``ByteLevelEncoder`` (no normalizer, a
@@ -73,6 +75,7 @@ class ByteLevelEncoder:
         self._added = [t.content for t in tokenizer.get_added_tokens_decoder().values()]
         self._pieces: dict[str, list[int]] = {}
         self._agrees: dict[str, bool] = {}  # character -> both engines give it the same class
+        self._byte_level_form: dict[str, str] = {}  # character -> its mapped UTF-8 bytes
         self.texts_by_tokenizers = 0  # texts handed to tokenizers itself (see the module doc)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
@@ -105,19 +108,22 @@ class ByteLevelEncoder:
     def _encode_piece(self, piece: str) -> list[int] | None:
         if not all(self._agrees_on(c) for c in piece):
             return None
-        pre_tokenized = self._pre_tokenize(piece)
-        if len(pre_tokenized) != 1:
-            return None
-        ids = [token.id for token in self._tokenizer.model.tokenize(pre_tokenized[0][0])]
+        mapped = "".join(map(self._byte_level_form.__getitem__, piece))
+        ids = [token.id for token in self._tokenizer.model.tokenize(mapped)]
         if len(self._pieces) < PIECE_CACHE:
             self._pieces[piece] = ids
         return ids
 
     def _agrees_on(self, char: str) -> bool:
-        """Whether ``regex`` and the pre-tokenizer put ``char`` in the same class (cached)."""
+        """Whether ``regex`` and the pre-tokenizer put ``char`` in the same class (cached, with
+        the character's byte-level form, which the pre-tokenizer maps byte by byte)."""
         agrees = self._agrees.get(char)
         if agrees is None:
-            agrees = self._agrees[char] = self._class_here(char) == self._class_there(char)
+            alone = self._pre_tokenize(char)
+            agrees = len(alone) == 1 and self._class_here(char) == self._class_there(char)
+            if agrees:
+                self._byte_level_form[char] = alone[0][0]
+            self._agrees[char] = agrees
         return agrees
 
     @staticmethod
