@@ -4,8 +4,8 @@ Why not drive the ``transformers`` modules: at the sizes glotta trains on a CPU,
 forward is a few hundred microseconds of arithmetic buried under milliseconds of Python (masks
 rebuilt per call, cache objects, module hooks, ``ModelOutput``s). :class:`KVDecoder` runs the
 same arithmetic as ``GPT2LMHeadModel`` / ``LlamaForCausalLM`` in eval mode with the model's own
-parameter tensors (only a few re-laid-out copies, so a model loaded once serves both paths) and a handful of
-tensor operations per layer:
+parameter tensors (a model loaded once serves both paths; only weights with short rows get a
+transposed copy) and a handful of tensor operations per layer:
 
 - the cache is one preallocated ``[rows, kv_heads, length, head_dim]`` key and value tensor
   per layer, written in place at each row's own positions (one indexed assignment), so rows of

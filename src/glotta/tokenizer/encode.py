@@ -27,7 +27,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -196,7 +195,7 @@ class EncoderPool:
     """``processes`` worker processes, each holding the tokenizer of ``tokenizer_dir``.
 
     Started on the first :meth:`encode` (a run whose splits are all small never pays for it);
-    use as a context manager, which stops the workers and drops work not yet started.
+    :meth:`close` (``contextlib.closing``) stops the workers and drops work not yet started.
     """
 
     def __init__(self, tokenizer_dir: Path, processes: int):
@@ -242,14 +241,3 @@ class EncoderPool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
-
-    def __enter__(self) -> EncoderPool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

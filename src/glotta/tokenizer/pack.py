@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,7 @@ def run_pack(cfg: PackConfig, run_dir: RunDir) -> dict[str, Any]:
         (out_dir / name).unlink(missing_ok=True)
 
     started = time.perf_counter()
-    with EncoderPool(run_dir.tokenizer, cfg.threads or usable_cpus()) as workers:
+    with closing(EncoderPool(run_dir.tokenizer, cfg.threads or usable_cpus())) as workers:
         splits = {
             split: pack_split(
                 tokenizer,
