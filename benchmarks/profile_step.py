@@ -66,6 +66,7 @@ class Settings:
     precision: str = "fp32"
     compile: bool = False
     fused_loss: bool = True
+    reuse_host_memory: bool = True
     profile: bool = True
     top: int = 20
     data_dir: str = str(CACHE_DIR / "train-data")
@@ -78,6 +79,7 @@ def run_profile(s: Settings) -> dict[str, Any]:
     from glotta.config import ModelConfig, TrainConfig
     from glotta.models import build_causal_lm
     from glotta.train.data import BlockDataset, EpochSampler
+    from glotta.train.host_memory import reuse_host_memory
     from glotta.train.objective import token_loss_sum
     from glotta.train.optim import build_optimizer, build_scheduler
 
@@ -88,8 +90,10 @@ def run_profile(s: Settings) -> dict[str, Any]:
         max_steps=s.steps + s.warmup + 1,
         precision=s.precision,
         compile=s.compile,
+        reuse_host_memory=s.reuse_host_memory,
         device="cpu",
     )
+    reuse_host_memory(cfg.reuse_host_memory, torch.device("cpu"))  # as glotta.train.loop does
     model_cfg = ModelConfig(
         preset="custom",
         n_layer=s.n_layer,
@@ -152,7 +156,8 @@ def run_profile(s: Settings) -> dict[str, Any]:
     print(
         f"glotta step, GPT-2 {s.n_layer}x{s.n_embd}, vocab {meta['vocab_size']}, micro batch "
         f"{s.micro_batch} x {s.block_size}, {s.precision}{', compiled' if s.compile else ''}"
-        f"{', fused loss' if s.fused_loss else ''}; "
+        f"{', fused loss' if s.fused_loss else ''}"
+        f"{', host memory reused' if s.reuse_host_memory else ''}; "
         f"median of {s.steps} steps: {total:.3f} s/step = {tokens_per_step / total:,.0f} tokens/s"
     )
     for p in PHASES:
@@ -255,6 +260,12 @@ def main(argv: list[str] | None = None) -> None:
         action=argparse.BooleanOptionalAction,
         default=d.fused_loss,
         help="The fused, chunked LM head + loss, as train.fused_loss (default: on).",
+    )
+    p.add_argument(
+        "--reuse-host-memory",
+        action=argparse.BooleanOptionalAction,
+        default=d.reuse_host_memory,
+        help="Keep freed memory for the next step, as train.reuse_host_memory (default: on).",
     )
     p.add_argument(
         "--profile",

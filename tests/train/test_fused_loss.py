@@ -110,6 +110,28 @@ def test_distillation_terms_match_plain(teacher_kind):
         close(got, want)
 
 
+def test_distillation_under_bf16_autocast_matches_the_plain_one():
+    """The KL term reads the reused bf16 chunk buffers too (3 chunks, the last partial)."""
+    hidden, weight, b, targets = inputs(True, seed=1)
+    t_hidden, t_weight, t_bias, _ = inputs(True, seed=2)
+    temperature, alpha_ce, alpha_clm = 2.0, 5.0, 0.5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        student = F.linear(hidden, weight, b).float()
+        t_logits = F.linear(t_hidden, t_weight, t_bias).detach()
+        teacher = TeacherHead(hidden=t_hidden.detach(), weight=t_weight.detach(),
+                              bias=t_bias.detach())  # fmt: skip
+        total, _ = linear_distillation_sum(
+            hidden, weight, targets, teacher, temperature, alpha_ce, alpha_clm, b, chunk_size=16
+        )
+    kl = soft_target_kl_sum(student, t_logits.float(), temperature)
+    plain = alpha_ce * kl + alpha_clm * F.cross_entropy(student, targets, reduction="sum")
+    close(total, plain, rel=1e-2)
+    for got, want in zip(
+        grads(total, hidden, weight, b), grads(plain, hidden, weight, b), strict=True
+    ):
+        close(got, want, rel=2e-2)
+
+
 def _gpt2():
     config = GPT2Config(
         n_layer=2, n_embd=WIDTH, n_head=2, vocab_size=VOCAB, n_positions=32, bos_token_id=0,

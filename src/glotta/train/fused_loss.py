@@ -93,19 +93,21 @@ class _FusedHeadLoss(torch.autograd.Function):
         # One fp32 logits buffer for every chunk. A fresh one per chunk would cost more than
         # its arithmetic on CPU: a buffer this large comes from mmap, so every chunk would
         # page-fault and zero its ~128 MiB again.
-        buffer = torch.empty(min(chunk_size, n), w.size(0), dtype=torch.float32, device=w.device)
+        rows = min(chunk_size, n)
+        buffer = torch.empty(rows, w.size(0), dtype=torch.float32, device=w.device)
+        # Under bf16 autocast the matmuls read and write bf16: one reused chunk of bf16 logits
+        # (then of their gradient) and one bf16 weight-gradient buffer, for the same reason.
+        low = compute != torch.float32
+        low_logits = torch.empty(rows, w.size(0), dtype=compute, device=w.device) if low else None
+        low_grad_w = torch.empty_like(w) if low and need_w else None
         with torch.autocast(device_type, enabled=False):
             for start in range(0, n, chunk_size):
                 stop = min(n, start + chunk_size)
                 h = h_all[start:stop].to(compute)
                 logits = buffer[: stop - start]
-                if compute == torch.float32:
-                    if b is None:
-                        torch.mm(h, w.t(), out=logits)
-                    else:
-                        torch.addmm(b, h, w.t(), out=logits)
-                else:
-                    logits.copy_(torch.nn.functional.linear(h, w, b))
+                _head(h, w, b, out=logits if low_logits is None else low_logits[: stop - start])
+                if low_logits is not None:
+                    logits.copy_(low_logits[: stop - start])
                 grad = None
                 if alpha_clm:
                     tgt = t_all[start:stop]
@@ -139,17 +141,16 @@ class _FusedHeadLoss(torch.autograd.Function):
                 del logits
                 if grad is None:  # neither term weighted: a zero gradient
                     grad = torch.zeros(stop - start, w.size(0), device=h.device)
-                g = grad.to(compute)
+                g = grad if low_logits is None else low_logits[: stop - start].copy_(grad)
                 if grad_h is not None:
                     if grad_h.dtype == g.dtype:
                         torch.mm(g, w, out=grad_h[start:stop])
                     else:
                         grad_h[start:stop] = (g @ w).to(grad_h.dtype)
-                if grad_w is not None:
-                    if g.dtype == grad_w.dtype:
-                        grad_w.addmm_(g.t(), h)  # no (vocab x width) temporary per chunk
-                    else:
-                        grad_w += (g.t() @ h).float()
+                if low_grad_w is not None:
+                    grad_w.add_(torch.mm(g.t(), h, out=low_grad_w))
+                elif grad_w is not None:
+                    grad_w.addmm_(g.t(), h)  # no (vocab x width) temporary per chunk
                 if grad_b is not None:
                     grad_b += grad.sum(0)
         total = alpha_clm * ce_sum + alpha_ce * kl_sum
@@ -169,6 +170,14 @@ class _FusedHeadLoss(torch.autograd.Function):
             return None if g is None else g.mul_(grad_total.to(g.dtype))
 
         return scaled(grad_h), scaled(grad_w), scaled(grad_b), None, None, None
+
+
+def _head(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor) -> None:
+    """``out = h @ w.T (+ b)`` written into ``out``."""
+    if b is None:
+        torch.mm(h, w.t(), out=out)
+    else:
+        torch.addmm(b, h, w.t(), out=out)
 
 
 def _check(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> None:

@@ -53,6 +53,7 @@ from glotta.train import checkpoint, provenance
 from glotta.train.data import BlockDataset, DataPosition, EpochSampler, rank_slice
 from glotta.train.distributed import Dist, all_reduce_sum, barrier, setup, teardown
 from glotta.train.fused_loss import supports_fused_head
+from glotta.train.host_memory import reuse_host_memory
 from glotta.train.objective import Objective, TrainingSetup
 from glotta.train.optim import build_optimizer, build_scheduler
 from glotta.train.plan import (
@@ -142,6 +143,7 @@ def run_train(
     check_model_settings(model_cfg, cfg, "[train]/[model]")
     meta = read_shard_meta(run_dir)
     ctx = setup(cfg.device)
+    reuse_host_memory(cfg.reuse_host_memory, ctx.device)
     try:
         objective = objective or Objective()
         model_setup = model_setup or TrainingSetup()

@@ -40,6 +40,7 @@ SAFE_TO_CHANGE = frozenset(
         "keep_checkpoints",
         "log_interval",
         "compile",
+        "reuse_host_memory",
         "activation_checkpointing",
         "device",
         # DDP and FSDP save the same full, name-keyed state and train the same global batch

@@ -17,6 +17,7 @@ from glotta.config import TrainConfig
 from glotta.models import count_parameters
 from glotta.rundir import RunDir
 from glotta.train.distributed import Dist
+from glotta.train.host_memory import reuse_host_memory
 from glotta.train.plan import StepPlan, autocast_dtype
 
 
@@ -103,6 +104,7 @@ def log_plan(cfg: TrainConfig, plan: StepPlan, phase: int, model, amp, ctx: Dist
         f"{plan.world_size} processes, {cfg.block_size} tokens each; {plan.total_steps} steps; "
         f"precision {'bf16 autocast' if amp else 'fp32'}{'; compiled' if cfg.compile else ''}"
         f"{'; activation checkpointing' if cfg.activation_checkpointing else ''}"
+        f"{'; host memory reused' if reuse_host_memory(cfg.reuse_host_memory, ctx.device) else ''}"
         f"{'; FSDP' if ctx.enabled and cfg.parallelism == 'fsdp' else ''}",
         flush=True,
     )
