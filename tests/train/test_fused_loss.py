@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from glotta.distill.losses import soft_target_kl_sum
+from glotta.train import fused_loss
 from glotta.train.fused_loss import (
     TeacherHead,
     fused_token_loss_sum,
@@ -67,6 +68,50 @@ def test_under_bf16_autocast_the_head_runs_in_bf16_like_the_plain_one(bias):
         grads(fused, hidden, weight, b), grads(plain, hidden, weight, b), strict=True
     ):
         close(got, want, rel=2e-2)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_compiled_chunk_kernel_matches_the_plain_computation(precision):
+    """train.compile: each chunk's softmax, loss and gradient in one compiled pass; chunks of
+    16, 16 and 5 rows (a recompile for the partial one), every fifth target ignored."""
+    hidden, weight, b, targets = inputs(True)
+    bf16 = precision == "bf16"
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        plain = F.cross_entropy(F.linear(hidden, weight, b).float(), targets, reduction="sum")
+        fused = linear_cross_entropy_sum(hidden, weight, targets, b, chunk_size=16, compiled=True)
+    kernel = fused_loss._compiled_chunk_kernel()
+    assert kernel.working and kernel.compiled is not fused_loss._chunk_loss_and_grad  # compiled
+    rel = 1e-2 if bf16 else 1e-5
+    close(fused, plain, rel=rel)
+    for got, want in zip(
+        grads(fused, hidden, weight, b), grads(plain, hidden, weight, b), strict=True
+    ):
+        close(got, want, rel=2 * rel)
+
+
+def test_a_failing_compile_of_the_chunk_kernel_falls_back_to_eager(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("inductor bug\nstack")
+
+    kernel = fused_loss._CompiledChunkKernel()
+    kernel.compiled = broken
+    monkeypatch.setattr(fused_loss, "_compiled_chunk_kernel", lambda: kernel)
+    hidden, weight, b, targets = inputs(True)
+    plain = F.cross_entropy(F.linear(hidden, weight, b), targets, reduction="sum")
+    with pytest.warns(UserWarning, match=r"chunk kernel failed \(RuntimeError: inductor bug\)"):
+        fused = linear_cross_entropy_sum(hidden, weight, targets, b, chunk_size=16, compiled=True)
+    close(fused, plain)
+    assert kernel.working and kernel.compiled is fused_loss._chunk_loss_and_grad
+
+
+def test_a_compiled_model_is_recognised_through_its_wrappers():
+    model = _gpt2()
+    assert not fused_loss.is_compiled(model)
+    compiled = torch.compile(model)  # wrapping only: nothing compiles before a call
+    assert fused_loss.is_compiled(compiled)
+    wrapper = torch.nn.Module()
+    wrapper.module = compiled  # what DDP looks like from outside
+    assert fused_loss.is_compiled(wrapper)
 
 
 def test_all_targets_ignored_gives_zero_loss_and_gradient():

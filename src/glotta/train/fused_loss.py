@@ -22,6 +22,8 @@ Two losses share the chunk loop, both sums over positions as the training loop e
 from __future__ import annotations
 
 import dataclasses
+import functools
+import warnings
 import weakref
 
 import torch
@@ -67,7 +69,7 @@ class _FusedHeadLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, teacher, spec):
-        alpha_clm, alpha_ce, temperature, ignore_index, chunk_size = spec
+        alpha_clm, alpha_ce, temperature, ignore_index, chunk_size, compiled = spec
         shape = hidden.shape
         h_all = hidden.reshape(-1, shape[-1])
         t_all = targets.reshape(-1)
@@ -90,58 +92,70 @@ class _FusedHeadLoss(torch.autograd.Function):
         ce_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         kl_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         t = float(temperature)
-        # One fp32 logits buffer for every chunk. A fresh one per chunk would cost more than
-        # its arithmetic on CPU: a buffer this large comes from mmap, so every chunk would
-        # page-fault and zero its ~128 MiB again.
+        # Reused buffers, one chunk each. A fresh one per chunk would cost more than its
+        # arithmetic on CPU: a buffer this large comes from mmap, so every chunk would
+        # page-fault and zero its ~128 MiB again. The head's matmul writes ``raw`` (the compute
+        # dtype: bf16 under autocast); the eager softmax works on an fp32 copy, the compiled
+        # kernel reads ``raw`` and writes the gradient into ``grad_out``.
         rows = min(chunk_size, n)
-        buffer = torch.empty(rows, w.size(0), dtype=torch.float32, device=w.device)
-        # Under bf16 autocast the matmuls read and write bf16: one reused chunk of bf16 logits
-        # (then of their gradient) and one bf16 weight-gradient buffer, for the same reason.
+        vocab = w.size(0)
+        kernel = _compiled_chunk_kernel() if compiled and alpha_clm and not alpha_ce else None
         low = compute != torch.float32
-        low_logits = torch.empty(rows, w.size(0), dtype=compute, device=w.device) if low else None
+        raw_buffer = torch.empty(rows, vocab, dtype=compute, device=w.device)
+        fp32_buffer = raw_buffer if not low else None
+        grad_out = torch.empty_like(raw_buffer) if kernel is not None else None
         low_grad_w = torch.empty_like(w) if low and need_w else None
         with torch.autocast(device_type, enabled=False):
             for start in range(0, n, chunk_size):
                 stop = min(n, start + chunk_size)
                 h = h_all[start:stop].to(compute)
-                logits = buffer[: stop - start]
-                _head(h, w, b, out=logits if low_logits is None else low_logits[: stop - start])
-                if low_logits is not None:
-                    logits.copy_(low_logits[: stop - start])
+                raw = raw_buffer[: stop - start]
+                _head(h, w, b, out=raw)
                 grad = None
                 if alpha_clm:
                     tgt = t_all[start:stop]
                     valid = tgt != ignore_index
                     safe = torch.where(valid, tgt, torch.zeros_like(tgt)).unsqueeze(1)
-                    row_weight = (valid.to(torch.float32) * alpha_clm).unsqueeze(1)
-                    picked = logits.gather(1, safe)
-                    if alpha_ce:  # the KL term reads the logits too: the softmax in a copy
-                        lse = torch.logsumexp(logits, dim=1, keepdim=True)
-                        probs = (logits - lse).exp_().mul_(row_weight)
-                    else:  # the logits become their own gradient, in place
-                        top = logits.amax(1, keepdim=True)
-                        probs = logits.sub_(top).exp_()
-                        total = probs.sum(1, keepdim=True)
-                        lse = top + total.log()
-                        probs.mul_(row_weight / total)
-                    ce_sum += ((lse - picked).squeeze(1) * valid).sum()
-                    # d CE / d logits = softmax - one-hot, zero on ignored rows
-                    probs.scatter_add_(1, safe, -row_weight)
-                    grad = probs
-                    del probs
-                if alpha_ce:
-                    log_s = torch.log_softmax(logits / t, dim=1)
-                    log_t = torch.log_softmax(teacher.chunk(start, stop) / t, dim=1)
-                    p_t = log_t.exp()
-                    kl_sum += (p_t * (log_t - log_s)).sum() * (t * t)
-                    # d (T^2 KL) / d logits = T (softmax(z / T) - p_teacher)
-                    kl_grad = log_s.exp_().sub_(p_t).mul_(alpha_ce * t)
-                    grad = kl_grad if grad is None else grad.add_(kl_grad)
-                    del log_s, log_t, p_t, kl_grad
-                del logits
-                if grad is None:  # neither term weighted: a zero gradient
-                    grad = torch.zeros(stop - start, w.size(0), device=h.device)
-                g = grad if low_logits is None else low_logits[: stop - start].copy_(grad)
+                    valid_rows = valid.to(torch.float32).unsqueeze(1)
+                    row_weight = valid_rows * alpha_clm
+                if kernel is not None:
+                    grad = grad_out[: stop - start]
+                    ce_sum += kernel(raw, safe, row_weight, valid_rows, grad)
+                else:
+                    if fp32_buffer is None:
+                        fp32_buffer = torch.empty(rows, vocab, device=w.device)
+                    logits = fp32_buffer[: stop - start]
+                    if low:
+                        logits.copy_(raw)
+                    if alpha_clm:
+                        picked = logits.gather(1, safe)
+                        if alpha_ce:  # the KL term reads the logits too: the softmax in a copy
+                            lse = torch.logsumexp(logits, dim=1, keepdim=True)
+                            probs = (logits - lse).exp_().mul_(row_weight)
+                        else:  # the logits become their own gradient, in place
+                            top = logits.amax(1, keepdim=True)
+                            probs = logits.sub_(top).exp_()
+                            total = probs.sum(1, keepdim=True)
+                            lse = top + total.log()
+                            probs.mul_(row_weight / total)
+                        ce_sum += ((lse - picked) * valid_rows).sum()
+                        # d CE / d logits = softmax - one-hot, zero on ignored rows
+                        probs.scatter_add_(1, safe, -row_weight)
+                        grad = probs
+                        del probs
+                    if alpha_ce:
+                        log_s = torch.log_softmax(logits / t, dim=1)
+                        log_t = torch.log_softmax(teacher.chunk(start, stop) / t, dim=1)
+                        p_t = log_t.exp()
+                        kl_sum += (p_t * (log_t - log_s)).sum() * (t * t)
+                        # d (T^2 KL) / d logits = T (softmax(z / T) - p_teacher)
+                        kl_grad = log_s.exp_().sub_(p_t).mul_(alpha_ce * t)
+                        grad = kl_grad if grad is None else grad.add_(kl_grad)
+                        del log_s, log_t, p_t, kl_grad
+                    del logits
+                    if grad is None:  # neither term weighted: a zero gradient
+                        grad = torch.zeros(stop - start, vocab, device=h.device)
+                g = raw.copy_(grad) if low and grad.dtype != compute else grad
                 if grad_h is not None:
                     if grad_h.dtype == g.dtype:
                         torch.mm(g, w, out=grad_h[start:stop])
@@ -152,7 +166,7 @@ class _FusedHeadLoss(torch.autograd.Function):
                 elif grad_w is not None:
                     grad_w.addmm_(g.t(), h)  # no (vocab x width) temporary per chunk
                 if grad_b is not None:
-                    grad_b += grad.sum(0)
+                    grad_b += grad.sum(0, dtype=torch.float32)
         total = alpha_clm * ce_sum + alpha_ce * kl_sum
         ctx.save_for_backward(
             grad_h.reshape(shape) if grad_h is not None else None,
@@ -170,6 +184,57 @@ class _FusedHeadLoss(torch.autograd.Function):
             return None if g is None else g.mul_(grad_total.to(g.dtype))
 
         return scaled(grad_h), scaled(grad_w), scaled(grad_b), None, None, None
+
+
+def _chunk_loss_and_grad(
+    logits: torch.Tensor,
+    safe: torch.Tensor,
+    row_weight: torch.Tensor,
+    valid_rows: torch.Tensor,
+    grad_out: torch.Tensor,
+) -> torch.Tensor:
+    """One chunk's summed cross-entropy; writes ``row_weight x (softmax - one-hot)`` to
+    ``grad_out``. Compiled, the max, the sum of exponentials and the gradient are one fused
+    loop over each row (the eager path reads and writes the chunk about eight times)."""
+    x = logits.float()
+    top = x.amax(1, keepdim=True)
+    exp = (x - top).exp()
+    total = exp.sum(1, keepdim=True)
+    lse = top + total.log()
+    picked = x.gather(1, safe)
+    one_hot = torch.arange(x.size(1), device=x.device) == safe
+    grad_out.copy_(exp * (row_weight / total) - one_hot * row_weight)
+    return ((lse - picked) * valid_rows).sum()
+
+
+class _CompiledChunkKernel:
+    """``torch.compile`` of :func:`_chunk_loss_and_grad`, given up for the eager one (with a
+    warning) if compiling it fails: a compiler bug must not stop a training run."""
+
+    def __init__(self) -> None:
+        self.compiled = torch.compile(_chunk_loss_and_grad)
+        self.working = False
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        if self.working:
+            return self.compiled(*args)
+        try:
+            result = self.compiled(*args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure: run eagerly
+            warnings.warn(
+                f"glotta: compiling the fused loss's chunk kernel failed ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}); it runs eagerly",
+                stacklevel=2,
+            )
+            self.compiled = _chunk_loss_and_grad
+            result = self.compiled(*args)
+        self.working = True
+        return result
+
+
+@functools.cache
+def _compiled_chunk_kernel() -> _CompiledChunkKernel:
+    return _CompiledChunkKernel()
 
 
 def _head(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor) -> None:
@@ -194,15 +259,17 @@ def linear_cross_entropy_sum(
     bias: torch.Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
     chunk_size: int | None = None,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """``cross_entropy(hidden @ weight.T + bias, targets, reduction='sum')`` without the logits.
 
     ``hidden`` is ``(..., d)``, ``weight`` ``(vocab, d)`` (tied or not), ``targets`` one id per
-    row of ``hidden``; rows whose target is ``ignore_index`` count nothing.
+    row of ``hidden``; rows whose target is ``ignore_index`` count nothing. ``compiled``: each
+    chunk's softmax, loss and gradient in one ``torch.compile``'d pass (for compiled models).
     """
     _check(hidden, weight, targets)
     chunk = chunk_size or default_chunk_size(weight.size(0))
-    spec = (1.0, 0.0, 1.0, ignore_index, chunk)
+    spec = (1.0, 0.0, 1.0, ignore_index, chunk, compiled)
     total, _, _ = _FusedHeadLoss.apply(hidden, weight, bias, targets, None, spec)
     return total
 
@@ -226,7 +293,7 @@ def linear_distillation_sum(
     """
     _check(hidden, weight, targets)
     chunk = chunk_size or default_chunk_size(weight.size(0))
-    spec = (float(alpha_clm), float(alpha_ce), float(temperature), ignore_index, chunk)
+    spec = (float(alpha_clm), float(alpha_ce), float(temperature), ignore_index, chunk, False)
     total, ce, kl = _FusedHeadLoss.apply(hidden, weight, bias, targets, teacher, spec)
     parts = {}
     if alpha_ce:
@@ -246,6 +313,17 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
         if not isinstance(inner, torch.nn.Module):
             return model
+        model = inner
+
+
+def is_compiled(model: torch.nn.Module) -> bool:
+    """Whether ``model`` (or a wrapper around it, DDP's ``.module``) is ``torch.compile``'d."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            return True
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            return False
         model = inner
 
 
@@ -304,4 +382,6 @@ def fused_token_loss_sum(
 ) -> torch.Tensor:
     """Summed next-token cross-entropy of a causal LM, the head and loss fused and chunked."""
     hidden, head, _ = hidden_and_head(model, inputs)
-    return linear_cross_entropy_sum(hidden, head.weight, targets, head.bias)
+    return linear_cross_entropy_sum(
+        hidden, head.weight, targets, head.bias, compiled=is_compiled(model)
+    )
