@@ -14,7 +14,8 @@ subprocess per run:
     hf-best       transformers Trainer with the best flags that work on this machine:
                   torch_compile=True, adamw_torch_fused, and bf16=True where the hardware has
                   native bf16 (the rule glotta's precision 'auto' follows), else fp32
-    (optional)    glotta-bf16, hf-fp32-compile, glotta-fp32-unfused, glotta-best-unfused: see --runs
+    (optional)    glotta-bf16, hf-fp32-compile, glotta-fp32-compile (both fp32 + compile: the best
+                  flags of a CPU without native bf16), glotta-fp32-unfused, glotta-best-unfused
 
 Each run reports steady-state tokens/s (after --warmup steps), warm-up time (the first steps'
 time beyond steady-state pace: compilation, allocator warm-up) and data-loader stall time (time
@@ -68,6 +69,7 @@ ALL_RUNS = [
     *DEFAULT_RUNS,
     "glotta-bf16",
     "hf-fp32-compile",
+    "glotta-fp32-compile",
     "glotta-fp32-unfused",
     "glotta-best-unfused",
 ]
@@ -137,6 +139,7 @@ def variants(s: Settings) -> dict[str, Variant]:
         "hf-default": Variant("hf", "fp32", False),
         "hf-best": Variant("hf", "auto", s.compile),
         "hf-fp32-compile": Variant("hf", "fp32", s.compile),
+        "glotta-fp32-compile": Variant("glotta", "fp32", s.compile),
         "glotta-fp32-unfused": Variant("glotta", "fp32", False, fused_loss=False),
         "glotta-best-unfused": Variant("glotta", s.glotta_precision, s.compile, fused_loss=False),
     }
@@ -611,6 +614,10 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
         "glotta_best_vs_hf_default": ratio(rate("glotta-best"), rate("hf-default")),
         "glotta_best_vs_hf_best": ratio(rate("glotta-best"), rate("hf-best")),
         "glotta_fp32_vs_hf_default": ratio(rate("glotta-fp32"), rate("hf-default")),
+        # fp32 + compile on both sides: Trainer's best flags on a CPU without native bf16.
+        "glotta_fp32_compile_vs_hf_fp32_compile": ratio(
+            rate("glotta-fp32-compile"), rate("hf-fp32-compile")
+        ),
     }
     best = runs.get("glotta-best", {})
     notes = []
@@ -783,7 +790,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=d.compile,
-        help="torch.compile in glotta-best, glotta-bf16, hf-best, hf-fp32-compile; --no-compile "
+        help="torch.compile in glotta-best, glotta-bf16, hf-best, hf-fp32-compile, glotta-fp32-compile; --no-compile "
         "for quick runs (default: on).",
     )
     p.add_argument(

@@ -57,6 +57,7 @@ def test_train_speed_smoke(smoke_data, tmp_path):
     assert line["runs"]["glotta-best"]["fused_loss"] is True
     assert line["ratios"]["glotta_best_vs_hf_default"] > 0
     assert "glotta_best_vs_hf_best" in line["ratios"]
+    assert "glotta_fp32_compile_vs_hf_fp32_compile" in line["ratios"]
     for key in ("glotta_mfu", "glotta_compile_warmup_seconds", "glotta_stall_seconds",
                 "peaks_gflops", "goals", "hardware", "model", "settings", "notes"):  # fmt: skip
         assert key in line, key
