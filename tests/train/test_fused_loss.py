@@ -115,6 +115,7 @@ def test_a_compiled_model_is_recognised_through_its_wrappers():
     wrapper = torch.nn.Module()
     wrapper.module = compiled  # what DDP looks like from outside
     assert fused_loss.is_compiled(wrapper)
+    assert fused_loss.unwrap(wrapper) is model  # no truth test of the compiled module (raised)
 
 
 def test_all_targets_ignored_gives_zero_loss_and_gradient():

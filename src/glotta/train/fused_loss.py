@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import warnings
 import weakref
+from collections.abc import Iterator
 
 import torch
 
@@ -155,7 +156,7 @@ class _FusedHeadLoss(torch.autograd.Function):
                     del logits
                     if grad is None:  # neither term weighted: a zero gradient
                         grad = torch.zeros(stop - start, vocab, device=h.device)
-                g = raw.copy_(grad) if low and grad.dtype != compute else grad
+                g = raw.copy_(grad) if grad.dtype != compute else grad  # bf16: into raw
                 if grad_h is not None:
                     if grad_h.dtype == g.dtype:
                         torch.mm(g, w, out=grad_h[start:stop])
@@ -307,24 +308,24 @@ def linear_distillation_sum(
 # Getting the final hidden states out of a (possibly compiled or DDP-wrapped) causal LM
 
 
+def _wrapper_chain(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model``, then each module it wraps: DDP's ``.module``, ``torch.compile``'s ``._orig_mod``."""
+    while isinstance(model, torch.nn.Module):
+        yield model
+        # Not ``a or b``: a compiled module's truth value asks the model for len() and raises.
+        inner = getattr(model, "module", None)
+        model = inner if inner is not None else getattr(model, "_orig_mod", None)
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``)."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, torch.nn.Module):
-            return model
-        model = inner
+    *_, core = _wrapper_chain(model)
+    return core
 
 
 def is_compiled(model: torch.nn.Module) -> bool:
-    """Whether ``model`` (or a wrapper around it, DDP's ``.module``) is ``torch.compile``'d."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            return True
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, torch.nn.Module):
-            return False
-        model = inner
+    """Whether ``model`` or a module it wraps (DDP's ``.module``) is ``torch.compile``'d."""
+    return any(hasattr(m, "_orig_mod") for m in _wrapper_chain(model))
 
 
 class _LastHidden:
