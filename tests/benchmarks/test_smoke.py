@@ -122,6 +122,16 @@ def test_profile_step_smoke(smoke_data, tmp_path):
     assert line["top_ops"] and line["settings"]["fused_loss"] is True
 
 
+def test_loss_speed_smoke(tmp_path):
+    line = bench("loss_speed", "--results-dir", str(tmp_path), results=tmp_path)
+    for objective in ("ce", "distill"):
+        for side in ("plain", "fused", "fused-compiled"):
+            result = line["results"][objective][side]
+            assert result["ms"] > 0 and result["loss_rel_diff_vs_plain"] <= 1e-5, (objective, side)
+    assert {"ce_fused_vs_plain", "distill_compiled_vs_fused"} <= set(line["ratios"])
+    assert results_file(tmp_path, "loss_speed-")["settings"]["vocab_size"] == 512
+
+
 def test_memory_step_smoke(tmp_path):
     line = bench("memory_step", "--results-dir", str(tmp_path), results=tmp_path)
     for side in ("glotta-fused", "glotta-plain", "hf-trainer"):

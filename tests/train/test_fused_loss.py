@@ -92,6 +92,41 @@ def test_the_compiled_chunk_kernel_matches_the_plain_computation(precision):
         close(got, want, rel=2 * rel)
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("alpha_clm", [0.5, 0.0])
+def test_the_compiled_chunk_kernel_matches_plain_distillation(precision, alpha_clm):
+    """The KL term (with and without cross-entropy) in the compiled kernel: a padded teacher
+    vocabulary, chunks of 16, 16 and 5 rows, every fifth target ignored."""
+    hidden, weight, b, targets = inputs(True, seed=1)
+    t_hidden, t_weight, t_bias, _ = inputs(True, seed=2)
+    t_weight = torch.cat([t_weight, torch.randn(5, WIDTH)]).detach()
+    t_bias = torch.cat([t_bias, torch.zeros(5)]).detach()
+    temperature, alpha_ce = 2.0, 5.0
+    bf16 = precision == "bf16"
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        student = F.linear(hidden, weight, b).float()
+        t_logits = F.linear(t_hidden, t_weight, t_bias).detach().float()[:, :VOCAB]
+        teacher = TeacherHead(hidden=t_hidden.detach(), weight=t_weight, bias=t_bias,
+                              vocab_size=VOCAB)  # fmt: skip
+        total, parts = linear_distillation_sum(
+            hidden, weight, targets, teacher, temperature, alpha_ce, alpha_clm, b,
+            chunk_size=16, compiled=True,
+        )  # fmt: skip
+    kernel = fused_loss._compiled_chunk_kernel()
+    assert kernel.working and kernel.compiled is not fused_loss._chunk_loss_and_grad  # compiled
+    kl = soft_target_kl_sum(student, t_logits, temperature)
+    plain = alpha_ce * kl + alpha_clm * F.cross_entropy(student, targets, reduction="sum")
+    rel = 1e-2 if bf16 else 1e-5
+    close(total, plain, rel=rel)
+    close(parts["kl"], kl, rel=rel)
+    assert ("ce" in parts) == bool(alpha_clm)
+    for got, want in zip(
+        grads(total, hidden, weight, b), grads(plain, hidden, weight, b), strict=True
+    ):
+        close(got, want, rel=2 * rel)
+
+
 def test_a_failing_compile_of_the_chunk_kernel_falls_back_to_eager(monkeypatch):
     def broken(*args):
         raise RuntimeError("inductor bug\nstack")
@@ -258,9 +293,15 @@ def test_training_with_the_fused_loss_follows_the_plain_loop(tiny_run, tmp_path)
             assert abs(a[key] - b[key]) <= 1e-5 * abs(b[key]), (key, a, b)
 
 
-@pytest.mark.parametrize("alpha_cos", [0.0, 1.0])
-def test_fused_distillation_matches_the_plain_distillation_loss(alpha_cos):
-    """Student and teacher GPT-2s (the teacher's vocabulary padded): every term and gradient."""
+@pytest.mark.parametrize(
+    ("alpha_cos", "compiled"),
+    [(0.0, False), (1.0, False),
+     pytest.param(0.0, True, marks=pytest.mark.skipif(
+         shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler"))],
+)  # fmt: skip
+def test_fused_distillation_matches_the_plain_distillation_loss(alpha_cos, compiled, monkeypatch):
+    """Student and teacher GPT-2s (the teacher's vocabulary padded): every term and gradient.
+    A compiled student (train.compile) takes the compiled chunk kernel for the KL term."""
     from glotta.distill.losses import (
         LossWeights,
         distillation_loss_sum,
@@ -288,7 +329,14 @@ def test_fused_distillation_matches_the_plain_distillation_loss(alpha_cos):
     plain.backward()
     want = {n: p.grad.clone() for n, p in student.named_parameters()}
     student.zero_grad()
-    fused, parts = fused_distillation_loss_sum(student, teacher, x, y, weights, VOCAB)
+    kernel_calls = []
+    kernel = fused_loss._compiled_chunk_kernel()
+    monkeypatch.setattr(
+        fused_loss, "_compiled_chunk_kernel", lambda: kernel_calls.append(1) or kernel
+    )
+    runs = torch.compile(student, backend="eager") if compiled else student  # the model: eager
+    fused, parts = fused_distillation_loss_sum(runs, teacher, x, y, weights, VOCAB)
+    assert bool(kernel_calls) == compiled
     close(fused, plain.detach())
     assert set(parts) == set(plain_parts)
     for name in parts:

@@ -108,7 +108,12 @@ def fused_distillation_loss_sum(
     the teacher's final hidden states meet their LM heads chunk by chunk (the teacher runs in
     inference mode). The cosine term reads ``hidden_states[-1]`` exactly as the plain path does.
     """
-    from glotta.train.fused_loss import TeacherHead, hidden_and_head, linear_distillation_sum
+    from glotta.train.fused_loss import (
+        TeacherHead,
+        hidden_and_head,
+        is_compiled,
+        linear_distillation_sum,
+    )
 
     cos = bool(weights.alpha_cos)
     hidden, head, out = hidden_and_head(student, inputs, output_hidden_states=cos)
@@ -121,7 +126,7 @@ def fused_distillation_loss_sum(
         )
     total, parts = linear_distillation_sum(
         hidden, head.weight, targets, teacher_side, weights.temperature, weights.alpha_ce,
-        weights.alpha_clm, bias=head.bias,
+        weights.alpha_clm, bias=head.bias, compiled=is_compiled(student),
     )  # fmt: skip
     if cos:
         student_hidden = out.hidden_states[-1]

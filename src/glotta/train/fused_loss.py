@@ -100,7 +100,7 @@ class _FusedHeadLoss(torch.autograd.Function):
         # kernel reads ``raw`` and writes the gradient into ``grad_out``.
         rows = min(chunk_size, n)
         vocab = w.size(0)
-        kernel = _compiled_chunk_kernel() if compiled and alpha_clm and not alpha_ce else None
+        kernel = _compiled_chunk_kernel() if compiled and (alpha_clm or alpha_ce) else None
         low = compute != torch.float32
         raw_buffer = torch.empty(rows, vocab, dtype=compute, device=w.device)
         fp32_buffer = raw_buffer if not low else None
@@ -121,7 +121,12 @@ class _FusedHeadLoss(torch.autograd.Function):
                     row_weight = valid_rows * alpha_clm
                 if kernel is not None:
                     grad = grad_out[: stop - start]
-                    ce_sum += kernel(raw, safe, row_weight, valid_rows, grad)
+                    ce, kl = kernel(
+                        raw, grad, safe if alpha_clm else None, valid_rows if alpha_clm else None,
+                        teacher.chunk(start, stop) if alpha_ce else None, alpha_clm, alpha_ce, t,
+                    )  # fmt: skip
+                    ce_sum += ce
+                    kl_sum += kl
                 else:
                     if fp32_buffer is None:
                         fp32_buffer = torch.empty(rows, vocab, device=w.device)
@@ -189,23 +194,43 @@ class _FusedHeadLoss(torch.autograd.Function):
 
 def _chunk_loss_and_grad(
     logits: torch.Tensor,
-    safe: torch.Tensor,
-    row_weight: torch.Tensor,
-    valid_rows: torch.Tensor,
     grad_out: torch.Tensor,
-) -> torch.Tensor:
-    """One chunk's summed cross-entropy; writes ``row_weight x (softmax - one-hot)`` to
-    ``grad_out``. Compiled, the max, the sum of exponentials and the gradient are one fused
-    loop over each row (the eager path reads and writes the chunk about eight times)."""
+    safe: torch.Tensor | None,
+    valid_rows: torch.Tensor | None,
+    teacher_logits: torch.Tensor | None,
+    alpha_clm: float,
+    alpha_ce: float,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk's summed cross-entropy and T^2 x KL; writes the chunk's gradient of
+    ``alpha_clm x CE + alpha_ce x T^2 x KL`` to ``grad_out``. Compiled, each row's maxima,
+    sums of exponentials and gradient are a few fused loops (the eager path reads and writes
+    the chunk about eight times for the cross-entropy alone, twenty with the KL term).
+    ``safe`` / ``valid_rows`` (targets with ignored ones at 0, and 1/0 per row) are None
+    without the cross-entropy term, ``teacher_logits`` None without the KL term."""
     x = logits.float()
-    top = x.amax(1, keepdim=True)
-    exp = (x - top).exp()
-    total = exp.sum(1, keepdim=True)
-    lse = top + total.log()
-    picked = x.gather(1, safe)
-    one_hot = torch.arange(x.size(1), device=x.device) == safe
-    grad_out.copy_(exp * (row_weight / total) - one_hot * row_weight)
-    return ((lse - picked) * valid_rows).sum()
+    zero = x.new_zeros(())
+    ce = kl = zero
+    grad = zero
+    if safe is not None and valid_rows is not None:
+        top = x.amax(1, keepdim=True)
+        exp = (x - top).exp()
+        total = exp.sum(1, keepdim=True)
+        lse = top + total.log()
+        picked = x.gather(1, safe)
+        one_hot = torch.arange(x.size(1), device=x.device) == safe
+        row_weight = valid_rows * alpha_clm
+        grad = exp * (row_weight / total) - one_hot * row_weight  # softmax - one-hot
+        ce = ((lse - picked) * valid_rows).sum()
+    if teacher_logits is not None:
+        t = temperature
+        log_s = torch.log_softmax(x / t, dim=1)
+        log_t = torch.log_softmax(teacher_logits.float() / t, dim=1)
+        p_t = log_t.exp()
+        kl = (p_t * (log_t - log_s)).sum() * (t * t)
+        grad = grad + (log_s.exp() - p_t) * (alpha_ce * t)  # d(T^2 KL)/dz = T (q_s - p_t)
+    grad_out.copy_(grad)
+    return ce, kl
 
 
 class _CompiledChunkKernel:
@@ -216,7 +241,7 @@ class _CompiledChunkKernel:
         self.compiled = torch.compile(_chunk_loss_and_grad)
         self.working = False
 
-    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *args) -> tuple[torch.Tensor, torch.Tensor]:
         if self.working:
             return self.compiled(*args)
         try:
@@ -286,15 +311,17 @@ def linear_distillation_sum(
     bias: torch.Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
     chunk_size: int | None = None,
+    compiled: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``alpha_ce`` x T^2 x KL + ``alpha_clm`` x cross-entropy, summed over positions, fused.
 
     Returns the weighted total and each term's sum (detached), like
-    :func:`glotta.distill.losses.distillation_loss_sum` without its cosine term.
+    :func:`glotta.distill.losses.distillation_loss_sum` without its cosine term. ``compiled``
+    as for :func:`linear_cross_entropy_sum`.
     """
     _check(hidden, weight, targets)
     chunk = chunk_size or default_chunk_size(weight.size(0))
-    spec = (float(alpha_clm), float(alpha_ce), float(temperature), ignore_index, chunk, False)
+    spec = (float(alpha_clm), float(alpha_ce), float(temperature), ignore_index, chunk, compiled)
     total, ce, kl = _FusedHeadLoss.apply(hidden, weight, bias, targets, teacher, spec)
     parts = {}
     if alpha_ce:
