@@ -150,14 +150,21 @@ class _FusedHeadLoss(torch.autograd.Function):
                         grad = probs
                         del probs
                     if alpha_ce:
-                        log_s = torch.log_softmax(logits / t, dim=1)
+                        # The logits are not read again (the cross-entropy is done): scaled in
+                        # place; each full-chunk temporary is another pass over the chunk.
+                        log_s = torch.log_softmax(logits.div_(t), dim=1)
                         log_t = torch.log_softmax(teacher.chunk(start, stop) / t, dim=1)
                         p_t = log_t.exp()
-                        kl_sum += (p_t * (log_t - log_s)).sum() * (t * t)
+                        # sum of p_t (log_t - log_s): a dot product per row, no temporary
+                        kl = p_t.unsqueeze(1) @ log_t.sub_(log_s).unsqueeze(2)
+                        kl_sum += kl.sum() * (t * t)
                         # d (T^2 KL) / d logits = T (softmax(z / T) - p_teacher)
-                        kl_grad = log_s.exp_().sub_(p_t).mul_(alpha_ce * t)
-                        grad = kl_grad if grad is None else grad.add_(kl_grad)
-                        del log_s, log_t, p_t, kl_grad
+                        q_minus_p = log_s.exp_().sub_(p_t)
+                        if grad is None:
+                            grad = q_minus_p.mul_(alpha_ce * t)
+                        else:
+                            grad.add_(q_minus_p, alpha=alpha_ce * t)
+                        del log_s, log_t, p_t, q_minus_p
                     del logits
                     if grad is None:  # neither term weighted: a zero gradient
                         grad = torch.zeros(stop - start, vocab, device=h.device)
