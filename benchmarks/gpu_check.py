@@ -13,8 +13,12 @@ process (``benchmarks.train_speed`` and ``benchmarks.generate_speed`` with ``--d
     hf-best       Trainer with its best flags: bf16, torch_compile, SDPA (transformers' default),
                   adamw_torch_fused
     generation    batch-1 sampling, glotta vs model.generate, GPT-2 small random weights
+    memory        peak CUDA memory of one training step (``benchmarks.memory_step``, bf16):
+                  glotta with the fused loss and without, against Trainer
 
-Budget: well under 8 minutes on an H100/H200 (the step counts below). Writes
+Budget: well under 8 minutes on an H100/H200 (the step counts below); each part gets what is
+left of ``--budget-seconds`` at most, so a slow part leaves a results file that says which part
+ran out instead of a run killed by gpu_check.sh's timeout with nothing written. Writes
 ``benchmarks/results/gpu_check-<gpu>-<date>.json`` and ends with one JSON line: training tokens/s
 of both sides and their ratio, MFU of each (against the bf16 matmul peak measured in the same
 run, and against the GPU's nominal dense bf16 peak where known), generation tokens/s and ratio.
@@ -51,6 +55,7 @@ from benchmarks.common import (
 NOMINAL_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 GOAL_MFU = 0.40
 GOAL_VS_TRAINER = 1.3
+GOAL_MEMORY_BELOW_TRAINER = 0.40
 
 
 def retarget_vocab(source: Path, target: Path, vocab_size: int) -> None:
@@ -81,6 +86,9 @@ def retarget_vocab(source: Path, target: Path, vocab_size: int) -> None:
 
 def run_json(module: str, args: list[str], timeout: float) -> dict[str, Any] | None:
     """``python -m benchmarks.MODULE ARGS``: its JSON line, or None if it failed."""
+    if timeout < 10:
+        log(f"{module} skipped: the time budget is spent")
+        return None
     command = [sys.executable, "-m", f"benchmarks.{module}", *args]
     log("$ " + " ".join(command[1:]))
     try:
@@ -139,6 +147,13 @@ def main(argv: list[str] | None = None) -> None:
         default=str(CACHE_DIR / "train-data"),
         help="Prepared demo data (default: runs/bench/train-data).",
     )
+    p.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=460.0,
+        help="Wall time for all parts together; gpu_check.sh stops the run at 480 s "
+        "(default: 460).",
+    )
     p.add_argument("--results-dir", default="", help="Default: benchmarks/results.")
     smoke = {
         "device": "cpu",
@@ -158,6 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     a = parse_with_smoke(p, argv, smoke)
     started = time.perf_counter()
+
+    def left(most: float) -> float:
+        return min(most, a.budget_seconds - (time.perf_counter() - started))
+
     prepare_packed_data(Path(a.data_dir), a.data_vocab)
     data = Path(a.data_dir).parent / f"{Path(a.data_dir).name}-v{a.vocab_size}"
     retarget_vocab(Path(a.data_dir), data, a.vocab_size)
@@ -168,20 +187,27 @@ def main(argv: list[str] | None = None) -> None:
         "--block-size", str(a.block_size), "--micro-batch", str(a.micro_batch),
         "--steps", str(a.steps), "--warmup", str(a.warmup), "--runs", "glotta-best,hf-best",
         "--glotta-precision", "bf16", "--compile" if a.compile else "--no-compile",
-        "--results-dir", results, "--max-seconds-per-run", "200",
+        "--results-dir", results, "--max-seconds-per-run", "150",
     ]  # fmt: skip
     if a.device == "cuda":
         train_args += ["--peak-sizes", "4096,8192", "--peak-seconds", "1"]
     else:
         train_args += ["--peak-sizes", "64,128", "--peak-seconds", "0.05"]
-    train = run_json("train_speed", train_args, timeout=420)
+    train = run_json("train_speed", train_args, timeout=left(340))
     generate_args = [
         "--device", a.device, "--data-dir", a.data_dir, "--vocab-size", str(a.data_vocab),
         "--n-layer", str(a.n_layer), "--n-embd", str(a.n_embd), "--n-head", str(a.n_head),
         "--block-size", str(a.block_size), "--max-new-tokens", str(a.new_tokens),
         "--repeats", "3", "--batch-prompts", "0", "--results-dir", results,
     ]  # fmt: skip
-    generate = run_json("generate_speed", generate_args, timeout=120)
+    generate = run_json("generate_speed", generate_args, timeout=left(80))
+    memory_args = [
+        "--device", a.device, "--precision", "bf16", "--n-layer", str(a.n_layer),
+        "--n-embd", str(a.n_embd), "--n-head", str(a.n_head), "--vocab-size", str(a.vocab_size),
+        "--block-size", str(a.block_size), "--micro-batch", str(a.micro_batch),
+        "--results-dir", results,
+    ]  # fmt: skip
+    memory = run_json("memory_step", memory_args, timeout=left(90))
 
     hardware = hardware_info()
     gpu = hardware.get("gpu") or "cpu"
@@ -235,6 +261,20 @@ def main(argv: list[str] | None = None) -> None:
         if generate
         else None
     )
+    summary["memory"] = None
+    if memory:
+        versus = memory["versus"]
+        summary["memory"] = {
+            "measure": memory["goals"]["peak_below_trainer"]["measure"],
+            "peak_mib": {side: r.get("peak_step_rss_mib") for side, r in memory["sides"].items()},
+            **versus,
+        }
+        below = versus["fused_peak_below_trainer"]
+        summary.setdefault("goals", {})["memory_below_trainer"] = {
+            "value": below,
+            "target": GOAL_MEMORY_BELOW_TRAINER,
+            "met": None if below is None else below >= GOAL_MEMORY_BELOW_TRAINER,
+        }
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["hardware"] = hardware
     path = results_path(
@@ -243,10 +283,13 @@ def main(argv: list[str] | None = None) -> None:
         slug(str(gpu)),
         Path(a.results_dir) if a.results_dir else None,
     )
-    write_results(path, {**summary, "train_record": train, "generate_record": generate})
+    write_results(
+        path,
+        {**summary, "train_record": train, "generate_record": generate, "memory_record": memory},
+    )
     print(f"results: {path}")
     emit_json_line(summary)
-    if not train or not generate or train["failed_runs"]:
+    if not train or not generate or not memory or train["failed_runs"]:
         sys.exit(1)
 
 

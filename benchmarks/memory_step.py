@@ -4,8 +4,11 @@
     python -m benchmarks.memory_step --smoke         # a tiny model, seconds
     python -m benchmarks.memory_step --micro-batch 4 --activation-checkpointing
                                                      # both sides recompute block activations
+    python -m benchmarks.memory_step --device cuda --precision bf16 --micro-batch 8
+                                                     # on a GPU (benchmarks/gpu_check.py runs it)
 
-Each side runs in a fresh process that builds the same GPT-2 (fp32, micro batch --micro-batch,
+Each side runs in a fresh process that builds the same GPT-2 (fp32 weights, --precision bf16:
+bf16 autocast on both sides; micro batch --micro-batch,
 --block-size tokens, token ids drawn at random: memory does not depend on their values), takes
 one optimizer step to allocate the optimizer state, then measures the second step:
 
@@ -25,7 +28,9 @@ to map every allocation of 64 KiB or more on its own (MALLOC_MMAP_THRESHOLD_) so
 tensors leave the RSS at once and the samples follow live memory. Reported per side: the RSS
 before the step (weights, gradients of the previous step released, optimizer state), the peak
 during the step, and their difference (what the step itself adds: activations, logits,
-gradients). Ends with one JSON line; writes a results file.
+gradients). On ``--device cuda`` memory is what PyTorch's caching allocator hands out
+(``torch.cuda.memory_allocated`` before the step, ``max_memory_allocated`` during it), exact
+and free of sampling. Ends with one JSON line; writes a results file.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class Settings:
     block_size: int = 1024
     micro_batch: int = 1
     activation_checkpointing: bool = False
+    device: str = "cpu"
+    precision: str = "fp32"
     seed: int = 0
     results_dir: str = ""
 
@@ -109,6 +116,28 @@ class RssPeak:
         self._stop.set()
         self._thread.join()
         return max(self.peak, self.rss())
+
+
+class CudaPeak:
+    """RssPeak's interface over the CUDA caching allocator's own counters (no sampling)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.cuda = torch.cuda
+
+    def reset(self) -> int:
+        self.cuda.synchronize()
+        self.cuda.reset_peak_memory_stats()
+        return self.cuda.memory_allocated()
+
+    def stop(self) -> int:
+        self.cuda.synchronize()
+        return self.cuda.max_memory_allocated()
+
+
+def memory_meter(s: Settings) -> RssPeak | CudaPeak:
+    return CudaPeak() if s.device == "cuda" else RssPeak()
 
 
 def build(s: Settings):
@@ -144,18 +173,22 @@ def glotta_side(s: Settings, fused: bool) -> dict[str, Any]:
     from glotta.train.optim import build_optimizer
 
     model, ids = build(s)
-    cfg = TrainConfig(precision="fp32", fused_loss=fused)
+    device = torch.device(s.device)
+    model.to(device)
+    ids = ids.to(device)
+    cfg = TrainConfig(precision=s.precision, fused_loss=fused, device=s.device)
     objective = Objective()
     objective.fused_loss = cfg.fused_loss and supports_fused_head(model)  # as the loop sets it
     optimizer = build_optimizer(model, cfg)
     inputs, targets = ids[:, :-1], ids[:, 1:]
     model.train()
-    meter = RssPeak()
+    meter = memory_meter(s)
     marks = {}
     for step in range(2):
         if step == 1:
             marks["before"] = meter.reset()
-        loss = objective.loss_sum(model, inputs, targets)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+            loss = objective.loss_sum(model, inputs, targets)
         (loss / targets.numel()).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -170,7 +203,7 @@ def hf_side(s: Settings) -> dict[str, Any]:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     model, ids = build(s)
-    meter = RssPeak()
+    meter = memory_meter(s)
     marks: dict[str, Any] = {}
 
     class Blocks(torch.utils.data.Dataset):
@@ -195,7 +228,8 @@ def hf_side(s: Settings) -> dict[str, Any]:
             output_dir=out,
             per_device_train_batch_size=s.micro_batch,
             max_steps=2,
-            use_cpu=True,
+            use_cpu=s.device == "cpu",
+            bf16=s.precision == "bf16",
             report_to="none",
             save_strategy="no",
             seed=s.seed,
@@ -271,7 +305,9 @@ def run_memory_step(s: Settings) -> dict[str, Any]:
                 "value": value,
                 "target": GOAL_BELOW_TRAINER,
                 "met": None if value is None else value >= GOAL_BELOW_TRAINER,
-                "measure": "peak RSS of the whole process during the step",
+                "measure": "peak CUDA memory allocated during the step"
+                if s.device == "cuda"
+                else "peak RSS of the whole process during the step",
             }
         },
     }
@@ -288,13 +324,14 @@ def run_memory_step(s: Settings) -> dict[str, Any]:
     ]
     print(
         f"GPT-2 {s.n_layer}x{s.n_embd}, vocab {s.vocab_size:,}, {s.micro_batch} x {s.block_size} "
-        "tokens, fp32"
+        f"tokens, {s.precision} on {s.device}"
         + (", activation checkpointing on every side" if s.activation_checkpointing else "")
         + "; the second optimizer step of each side"
     )
+    memory = "CUDA allocated" if s.device == "cuda" else "RSS"  # the *_rss_mib keys hold it
     columns = [
         ("side", "side"),
-        ("before", "RSS before step MiB"),
+        ("before", f"{memory} before step MiB"),
         ("peak", "peak in step MiB"),
         ("added", "added by step MiB"),
     ]
@@ -304,7 +341,9 @@ def run_memory_step(s: Settings) -> dict[str, Any]:
     path = results_path(
         "memory_step",
         f"gpt2-{s.n_layer}l{s.n_embd}-v{s.vocab_size}-b{s.block_size}-mb{s.micro_batch}"
-        + ("-ckpt" if s.activation_checkpointing else ""),
+        + ("-ckpt" if s.activation_checkpointing else "")
+        + (f"-{s.precision}" if s.precision != "fp32" else "")
+        + (f"-{s.device}" if s.device != "cpu" else ""),
         hardware_slug(hardware),
         Path(s.results_dir) if s.results_dir else None,
     )
@@ -340,6 +379,18 @@ def main(argv: list[str] | None = None) -> None:
         "--activation-checkpointing",
         action="store_true",
         help="Recompute block activations in the backward pass, on every side (default: off).",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=d.device,
+        help="Where the step runs; cuda measures the allocator's peak (default: cpu).",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default=d.precision,
+        help="fp32, or bf16 autocast on every side (Trainer: bf16=True) (default: fp32).",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="Init and data seed (default: 0).")
     p.add_argument(
