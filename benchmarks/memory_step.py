@@ -20,7 +20,7 @@ one optimizer step to allocate the optimizer state, then measures the second ste
 
 With --activation-checkpointing every side recomputes each block's activations in the backward
 pass (glotta: train.activation_checkpointing, as the loop enables it; Trainer:
-gradient_checkpointing=True, non-reentrant), like for like. The block activations then no
+activation_checkpointing=True, non-reentrant), like for like. The block activations then no
 longer dominate the step, and the logits (what the fused loss never stores whole) do.
 
 Memory is the resident set size of the process, sampled from /proc every 2 ms; glibc is told
@@ -193,7 +193,7 @@ def glotta_side(s: Settings, fused: bool) -> dict[str, Any]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        marks[f"loss_{step}"] = float(loss) / targets.numel()
+        marks[f"loss_{step}"] = float(loss.detach()) / targets.numel()
     marks["peak"] = meter.stop()
     return marks
 
@@ -233,8 +233,8 @@ def hf_side(s: Settings) -> dict[str, Any]:
             report_to="none",
             save_strategy="no",
             seed=s.seed,
-            gradient_checkpointing=s.activation_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
+            activation_checkpointing=s.activation_checkpointing,  # transformers 5: renamed
+            activation_checkpointing_kwargs={"use_reentrant": False},
         )
         Trainer(model=model, args=args, train_dataset=Blocks(), callbacks=[SecondStep()]).train()
     return marks
