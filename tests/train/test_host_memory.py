@@ -52,3 +52,22 @@ def test_only_a_cpu_training_process_is_switched():
     assert not reuse_host_memory(False, torch.device("cpu"))
     assert not reuse_host_memory(True, torch.device("meta"))
     assert reuse_host_memory(True, torch.device("cpu")) == keep_freed_host_memory()
+
+
+def test_the_training_plan_line_says_whether_host_memory_is_reused(tiny_run, tmp_path, capsys):
+    """The loop applies the setting and its plan line reports what was applied (off: silent)."""
+    from glotta.train.loop import run_train
+    from tests.conftest import tiny_recipe
+    from tests.train.conftest import fresh_run_with_shards
+
+    _, source = tiny_run
+    for enabled in (True, False):
+        recipe = tiny_recipe(
+            "train.max_steps=1", "train.eval_interval=0", "train.checkpoint_interval=0",
+            f"train.reuse_host_memory={'true' if enabled else 'false'}",
+        )  # fmt: skip
+        run_train(recipe.train, recipe.model, fresh_run_with_shards(tmp_path, str(enabled), source))
+        plan = [line for line in capsys.readouterr().out.splitlines() if "global batch" in line]
+        assert len(plan) == 1
+        expected = enabled and keep_freed_host_memory()
+        assert ("host memory reused" in plan[0]) == expected, plan[0]

@@ -143,7 +143,6 @@ def run_train(
     check_model_settings(model_cfg, cfg, "[train]/[model]")
     meta = read_shard_meta(run_dir)
     ctx = setup(cfg.device)
-    reuse_host_memory(cfg.reuse_host_memory, ctx.device)
     try:
         objective = objective or Objective()
         model_setup = model_setup or TrainingSetup()
@@ -343,6 +342,8 @@ def _train_phase(
     model_setup: TrainingSetup = TrainingSetup(),
 ) -> torch.nn.Module:
     """Run one phase from ``run.step`` to its last step; returns the (possibly sharded) model."""
+    # Before the phase's buffers exist (optimizer state, steps); a no-op after the first phase.
+    host_memory_reused = reuse_host_memory(cfg.reuse_host_memory, ctx.device)
     shards = run_dir.shards
     train_data = open_blocks(cfg, shards / "train.bin", masking, phase_index, TRAIN_STREAM)
     valid_data = open_blocks(cfg, shards / "valid.bin", masking, phase_index, VALID_STREAM)
@@ -369,7 +370,7 @@ def _train_phase(
             forward_model, device_ids=device_ids
         )
     if ctx.is_main:
-        log_plan(cfg, plan, phase_index, model, amp, ctx)
+        log_plan(cfg, plan, phase_index, model, amp, ctx, host_memory_reused)
 
     tokens_per_step = plan.global_batch * cfg.block_size
     last_step = first_step + plan.total_steps

@@ -17,7 +17,6 @@ from glotta.config import TrainConfig
 from glotta.models import count_parameters
 from glotta.rundir import RunDir
 from glotta.train.distributed import Dist
-from glotta.train.host_memory import reuse_host_memory
 from glotta.train.plan import StepPlan, autocast_dtype
 
 
@@ -95,7 +94,9 @@ def _step(line: str) -> float:
         return math.inf
 
 
-def log_plan(cfg: TrainConfig, plan: StepPlan, phase: int, model, amp, ctx: Dist) -> None:
+def log_plan(
+    cfg: TrainConfig, plan: StepPlan, phase: int, model, amp, ctx: Dist, host_memory_reused: bool
+) -> None:
     print(
         f"glotta: phase {phase + 1}: {count_parameters(model) / 1e6:.2f}M parameters on "
         f"{ctx.world_size} x "
@@ -104,7 +105,7 @@ def log_plan(cfg: TrainConfig, plan: StepPlan, phase: int, model, amp, ctx: Dist
         f"{plan.world_size} processes, {cfg.block_size} tokens each; {plan.total_steps} steps; "
         f"precision {'bf16 autocast' if amp else 'fp32'}{'; compiled' if cfg.compile else ''}"
         f"{'; activation checkpointing' if cfg.activation_checkpointing else ''}"
-        f"{'; host memory reused' if reuse_host_memory(cfg.reuse_host_memory, ctx.device) else ''}"
+        f"{'; host memory reused' if host_memory_reused else ''}"
         f"{'; FSDP' if ctx.enabled and cfg.parallelism == 'fsdp' else ''}",
         flush=True,
     )
