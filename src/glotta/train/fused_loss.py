@@ -118,7 +118,6 @@ class _FusedHeadLoss(torch.autograd.Function):
                     valid = tgt != ignore_index
                     safe = torch.where(valid, tgt, torch.zeros_like(tgt)).unsqueeze(1)
                     valid_rows = valid.to(torch.float32).unsqueeze(1)
-                    row_weight = valid_rows * alpha_clm
                 if kernel is not None:
                     grad = grad_out[: stop - start]
                     ce, kl = kernel(
@@ -134,6 +133,7 @@ class _FusedHeadLoss(torch.autograd.Function):
                     if low:
                         logits.copy_(raw)
                     if alpha_clm:
+                        row_weight = valid_rows * alpha_clm
                         picked = logits.gather(1, safe)
                         if alpha_ce:  # the KL term reads the logits too: the softmax in a copy
                             lse = torch.logsumexp(logits, dim=1, keepdim=True)
