@@ -441,6 +441,14 @@ def emit_json_line(record: dict[str, Any]) -> None:
     print(json.dumps(record, ensure_ascii=False, separators=(",", ":")), flush=True)
 
 
+def publish(path: Path, record: dict[str, Any], details: dict[str, Any] | None = None) -> None:
+    """A benchmark's ending: the results file (``record`` plus ``details``, the raw figures that
+    stay out of the JSON line), its path, then the JSON line of ``record``."""
+    write_results(path, {**record, **(details or {})})
+    print(f"results: {path}")
+    emit_json_line(record)
+
+
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     """A plain-text table; ``columns`` are (key, header) pairs, values are preformatted."""
     cells = [[str(row.get(key, "")) for key, _ in columns] for row in rows]

@@ -39,16 +39,15 @@ from benchmarks.common import (
     SMOKE_RESULTS_DIR,
     CpuWatch,
     contention_note,
-    emit_json_line,
     format_table,
     hardware_info,
     hardware_slug,
     log,
     measure_command,
     parse_with_smoke,
+    publish,
     ratio,
     results_path,
-    write_results,
 )
 
 FILES = 8
@@ -254,9 +253,7 @@ def main() -> None:
     path = results_path(
         "corpus-speed", f"{args.size_mb:g}mb", hardware_slug(hardware), args.results_dir
     )
-    write_results(path, record)
-    print(f"results: {path}")
-    emit_json_line(record)
+    publish(path, record)
 
 
 if __name__ == "__main__":

@@ -37,17 +37,16 @@ from benchmarks.common import (
     SMOKE_VOCAB,
     CpuWatch,
     contention_note,
-    emit_json_line,
     format_table,
     hardware_info,
     hardware_slug,
     log,
     parse_with_smoke,
     prepare_packed_data,
+    publish,
     ratio,
     results_path,
     today,
-    write_results,
 )
 
 GOAL_SPEEDUP = 3.0  # issue 3, batch 1
@@ -375,9 +374,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         hardware_slug(hardware),
         Path(s.results_dir) if s.results_dir else None,
     )
-    write_results(path, {**record, "timings": timings})
-    print(f"results: {path}")
-    emit_json_line(record)
+    publish(path, record, {"timings": timings})
     return record
 
 

@@ -41,14 +41,13 @@ from benchmarks.common import (
     SMOKE_DATA_DIR,
     SMOKE_RESULTS_DIR,
     SMOKE_VOCAB,
-    emit_json_line,
     hardware_info,
     log,
     parse_with_smoke,
     prepare_packed_data,
+    publish,
     results_path,
     slug,
-    write_results,
 )
 
 # Nominal dense bf16 tensor-core peaks (vendor data sheets, SXM parts), for a second MFU figure.
@@ -283,12 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         slug(str(gpu)),
         Path(a.results_dir) if a.results_dir else None,
     )
-    write_results(
-        path,
-        {**summary, "train_record": train, "generate_record": generate, "memory_record": memory},
-    )
-    print(f"results: {path}")
-    emit_json_line(summary)
+    records = {"train_record": train, "generate_record": generate, "memory_record": memory}
+    publish(path, summary, records)
     if not train or not generate or not memory or train["failed_runs"]:
         sys.exit(1)
 

@@ -34,15 +34,14 @@ from typing import Any
 
 from benchmarks.common import (
     SMOKE_RESULTS_DIR,
-    emit_json_line,
     format_table,
     hardware_info,
     hardware_slug,
     log,
     parse_with_smoke,
+    publish,
     ratio,
     results_path,
-    write_results,
 )
 
 SIDES = ("plain", "fused", "fused-compiled")
@@ -215,9 +214,7 @@ def run_loss_speed(s: Settings) -> dict[str, Any]:
         hardware_slug(record["hardware"]),
         Path(s.results_dir) if s.results_dir else None,
     )
-    write_results(path, record)
-    print(f"results: {path}")
-    emit_json_line(record)
+    publish(path, record)
     return record
 
 

@@ -51,15 +51,14 @@ from typing import Any
 from benchmarks.common import (
     REPO_ROOT,
     SMOKE_RESULTS_DIR,
-    emit_json_line,
     format_table,
     hardware_info,
     hardware_slug,
     log,
     parse_with_smoke,
+    publish,
     results_path,
     today,
-    write_results,
 )
 
 SIDES = ("glotta-fused", "glotta-plain", "hf-trainer")
@@ -347,9 +346,7 @@ def run_memory_step(s: Settings) -> dict[str, Any]:
         hardware_slug(hardware),
         Path(s.results_dir) if s.results_dir else None,
     )
-    write_results(path, record)
-    print(f"results: {path}")
-    emit_json_line(record)
+    publish(path, record)
     if failed:
         log(f"failed: {', '.join(failed)}")
         sys.exit(1)

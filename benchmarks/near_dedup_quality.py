@@ -26,13 +26,12 @@ from typing import Any
 
 from benchmarks.common import (
     SMOKE_RESULTS_DIR,
-    emit_json_line,
     format_table,
     hardware_info,
     hardware_slug,
     parse_with_smoke,
+    publish,
     results_path,
-    write_results,
 )
 from glotta.config import CorpusConfig
 from glotta.corpus.near_dedup import BloomLSH, is_unspaced, shingles
@@ -170,9 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     path = results_path(
         "near-dedup", "-".join(args.languages), hardware_slug(hardware), args.results_dir
     )
-    write_results(path, record)
-    print(f"results: {path}")
-    emit_json_line(record)
+    publish(path, record)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ from benchmarks.common import (
     SMOKE_VOCAB,
     CpuWatch,
     contention_note,
-    emit_json_line,
     format_table,
     hardware_info,
     hardware_slug,
@@ -47,12 +46,12 @@ from benchmarks.common import (
     measure_command,
     parse_with_smoke,
     prepare_packed_data,
+    publish,
     ratio,
     results_path,
     run_glotta,
     today,
     usable_cpus,
-    write_results,
 )
 
 SPLITS = ("train", "valid", "test")
@@ -403,11 +402,9 @@ def run_pack_speed(s: Settings) -> dict[str, Any]:
         hardware_slug(hardware),
         Path(s.results_dir) if s.results_dir else None,
     )
-    write_results(path, {**record, "all_repeats": {"glotta": glotta_runs, "hf": hf_runs}})
-    print(f"results: {path}")
     if not s.keep:
         shutil.rmtree(run_dir / "shards", ignore_errors=True)
-    emit_json_line(record)
+    publish(path, record, {"all_repeats": {"glotta": glotta_runs, "hf": hf_runs}})
     return record
 
 

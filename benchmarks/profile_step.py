@@ -26,14 +26,13 @@ from benchmarks.common import (
     SMOKE_DATA_DIR,
     SMOKE_RESULTS_DIR,
     SMOKE_VOCAB,
-    emit_json_line,
     hardware_info,
     hardware_slug,
     log,
     parse_with_smoke,
     prepare_packed_data,
+    publish,
     results_path,
-    write_results,
 )
 
 PHASES = ("batch", "forward_loss", "backward", "clip", "optimizer", "zero_grad")
@@ -202,9 +201,7 @@ def run_profile(s: Settings) -> dict[str, Any]:
         hardware_slug(record["hardware"]),
         Path(s.results_dir) if s.results_dir else None,
     )
-    write_results(path, record)
-    print(f"results: {path}")
-    emit_json_line(record)
+    publish(path, record)
     return record
 
 

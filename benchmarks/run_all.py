@@ -22,13 +22,12 @@ from typing import Any
 from benchmarks.common import (
     CACHE_DIR,
     REPO_ROOT,
-    emit_json_line,
     hardware_info,
     hardware_slug,
     log,
+    publish,
     results_path,
     today,
-    write_results,
 )
 
 BENCHES = ("train", "pack", "generate")
@@ -159,9 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         hardware_slug(hardware),
         Path(results_dir) if results_dir else None,
     )
-    write_results(path, {**combined, "records": records})
-    print(f"results: {path}")
-    emit_json_line(combined)
+    publish(path, combined, {"records": records})
     failed = [name for name, r in records.items() if r is None or r.get("failed_runs")]
     if failed:
         log(f"failed: {', '.join(failed)}")

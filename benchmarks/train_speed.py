@@ -49,7 +49,6 @@ from benchmarks.common import (
     SMOKE_VOCAB,
     CpuWatch,
     contention_note,
-    emit_json_line,
     format_table,
     hardware_info,
     hardware_slug,
@@ -57,11 +56,11 @@ from benchmarks.common import (
     matmul_peak,
     parse_with_smoke,
     prepare_packed_data,
+    publish,
     ratio,
     results_path,
     slug,
     today,
-    write_results,
 )
 
 DEFAULT_RUNS = ["glotta-best", "glotta-fp32", "hf-default", "hf-best"]
@@ -725,9 +724,7 @@ def run_train_speed(s: Settings) -> dict[str, Any]:
         slug(hardware["gpu"]) if s.device == "cuda" else hardware_slug(hardware),
         Path(s.results_dir) if s.results_dir else None,
     )
-    write_results(path, {**record, "raw_runs": raw_runs})
-    print(f"results: {path}")
-    emit_json_line(record)
+    publish(path, record, {"raw_runs": raw_runs})
     if failed:  # a measurement that failed must not look like a result
         log(f"failed runs: {', '.join(failed)}")
         sys.exit(1)
