@@ -20,6 +20,12 @@ TINY_OVERRIDES = [
     "corpus.valid_fraction=0.1",
     "corpus.test_fraction=0.1",
     "tokenizer.vocab_size=512",
+    # GPT-2 with AdamW and cosine decay, whatever the demo ships: the tests that need another
+    # family, optimizer or schedule name it.
+    'model.arch="gpt2"',
+    'train.optimizer="adamw"',
+    'train.decay="cosine"',
+    "train.min_lr_ratio=0.1",
     'model.preset="tiny"',
     "model.n_layer=0",
     "model.n_embd=0",

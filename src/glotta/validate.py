@@ -172,6 +172,15 @@ def _train(p: _Problems, recipe: Recipe, check_files: bool) -> None:
     p.fraction(t, "min_lr_ratio", "train", upper_open=False)
     p.fraction(t, "adam_beta1", "train")
     p.fraction(t, "adam_beta2", "train")
+    p.fraction(t, "cooldown_fraction", "train", upper_open=False)
+    p.fraction(t, "muon_momentum", "train")
+    p.non_negative(t, "muon_learning_rate", "train", "0 = learning_rate")
+    p.positive(t, "muon_ns_steps", "train")
+    if t.optimizer == "muon" and t.parallelism == "fsdp":
+        p.append(
+            "train.optimizer = 'muon' with train.parallelism = 'fsdp': Muon orthogonalises whole "
+            "matrices, which FSDP shards; use parallelism = 'ddp' or optimizer = 'adamw'"
+        )
     if t.global_batch_size and t.micro_batch_size > 0 and t.global_batch_size % t.micro_batch_size:
         p.append(
             f"train.global_batch_size = {t.global_batch_size}: must be a multiple of "

@@ -47,6 +47,12 @@ class ModelConfig:
     tie_embeddings: bool = opt(
         True, "Share the input embeddings with the output layer (GPT-2, BERT and SmolLM2 do)."
     )
+    zero_init_projections: bool = opt(
+        False,
+        "Start the output projection of every block's attention and feed-forward at zero, so "
+        "each block begins as the identity (the modded-nanogpt speedrun's initialisation). "
+        "Only the starting weights change: the exported model is an ordinary one.",
+    )
     n_positions: int = opt(0, "Maximum context length (0 = train.block_size).")
     dropout: float = opt(0.0, "Dropout on embeddings, residuals and attention.")
     init_from: str = opt(
@@ -116,8 +122,49 @@ class TrainConfig:
     learning_rate: float = opt(3e-4, "Peak learning rate.")
     min_lr_ratio: float = opt(0.0, "Final learning rate as a fraction of the peak.")
     warmup_steps: int = opt(0, "Linear warmup steps.")
-    decay: str = opt("cosine", "Schedule after warmup.", ("cosine", "linear", "constant"))
-    weight_decay: float = opt(0.1, "AdamW weight decay (not applied to biases and LayerNorm).")
+    decay: str = opt(
+        "cosine",
+        "Schedule after warmup: 'cosine' or 'linear' decay to min_lr_ratio over the whole run, "
+        "'constant', or 'wsd' (warmup-stable-decay: the peak until the last cooldown_fraction of "
+        "the steps, then a cool-down to min_lr_ratio; a run still in its stable part can be "
+        "extended by resuming with a larger max_steps).",
+        ("cosine", "linear", "constant", "wsd"),
+    )
+    cooldown_fraction: float = opt(
+        0.2, "decay = 'wsd': share of the steps spent cooling down at the end."
+    )
+    cooldown_shape: str = opt(
+        "linear",
+        "decay = 'wsd': the cool-down's shape, 'linear' or '1-sqrt' (1 - sqrt(progress); "
+        "Hägele et al. 2024).",
+        ("linear", "1-sqrt"),
+    )
+    optimizer: str = opt(
+        "adamw",
+        "'adamw', or 'muon': Muon (torch.optim.Muon, orthogonalised momentum) for the 2-D "
+        "weight matrices inside the transformer blocks and AdamW for embeddings, the LM head, "
+        "norms and biases. Not with parallelism = 'fsdp' (Muon needs whole matrices).",
+        ("adamw", "muon"),
+    )
+    muon_learning_rate: float = opt(
+        0.0, "optimizer = 'muon': peak learning rate of the Muon group (0 = learning_rate)."
+    )
+    muon_momentum: float = opt(0.95, "optimizer = 'muon': Muon's momentum.")
+    muon_nesterov: bool = opt(True, "optimizer = 'muon': Nesterov momentum.")
+    muon_ns_steps: int = opt(5, "optimizer = 'muon': Newton-Schulz iterations per update.")
+    muon_adjust_lr: str = opt(
+        "match_rms_adamw",
+        "optimizer = 'muon': how the Muon learning rate is scaled per matrix shape: "
+        "'match_rms_adamw' (0.2 x sqrt(max(rows, cols)); Liu et al. 2025, so AdamW's learning "
+        "rate and weight decay carry over) or 'original' (sqrt(max(1, rows/cols)); Jordan "
+        "et al. 2024, which wants a learning rate near 0.02).",
+        ("match_rms_adamw", "original"),
+    )
+    weight_decay: float = opt(
+        0.1,
+        "Decoupled weight decay of the matrices (AdamW's and Muon's; not applied to biases "
+        "and norms).",
+    )
     adam_beta1: float = opt(0.9, "AdamW beta1.")
     adam_beta2: float = opt(0.95, "AdamW beta2.")
     adam_eps: float = opt(1e-8, "AdamW epsilon.")

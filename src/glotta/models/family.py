@@ -101,7 +101,14 @@ class ModelFamily:
         if cfg.init_from:
             return self.load_init_from(cfg, vocab_size, block_size)
         model_class = transformers_class(self.model_class)
-        return model_class(self.hf_config(cfg, vocab_size, block_size, special_ids))
+        model = model_class(self.hf_config(cfg, vocab_size, block_size, special_ids))
+        if cfg.zero_init_projections:
+            import torch
+
+            with torch.no_grad():
+                for projection in self.residual_projections(model):
+                    projection.weight.zero_()
+        return model
 
     def load_init_from(self, cfg: ModelConfig, vocab_size: int, block_size: int):
         import torch
@@ -131,7 +138,16 @@ class ModelFamily:
         if cfg.preset == "custom" and not (cfg.n_layer and cfg.n_embd and cfg.n_head):
             found.append("model.preset = 'custom' needs model.n_layer, n_embd and n_head set")
             return found
+        if cfg.zero_init_projections and not self.has_residual_projections:
+            found.append(
+                f"model.zero_init_projections: not available for model.arch = {self.name!r}"
+            )
         if cfg.init_from:
+            if cfg.zero_init_projections:
+                found.append(
+                    "model.zero_init_projections with model.init_from: the checkpoint's "
+                    "weights are kept; remove one of the two"
+                )
             return found  # the checkpoint's own shape counts
         shape = self.shape(cfg)
         if shape.n_embd % shape.n_head:
@@ -149,6 +165,14 @@ class ModelFamily:
 
     def blocks(self, model: PreTrainedModel) -> torch.nn.ModuleList:
         """The transformer blocks in order (FSDP wraps each; a student is cut from them)."""
+        raise NotImplementedError
+
+    # Whether residual_projections is implemented (model.zero_init_projections).
+    has_residual_projections: ClassVar[bool] = False
+
+    def residual_projections(self, model: PreTrainedModel) -> list[torch.nn.Module]:
+        """The layers whose output is added to the residual stream: each block's attention
+        output and feed-forward output projections."""
         raise NotImplementedError
 
     def position_offset(self, config: PretrainedConfig) -> int:

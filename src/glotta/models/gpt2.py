@@ -54,6 +54,11 @@ class GPT2Family(ModelFamily):
             found.append("model.n_kv_head: GPT-2 has no grouped-query attention; set it to 0")
         return found
 
+    has_residual_projections = True
+
+    def residual_projections(self, model):
+        return [m for b in self.blocks(model) for m in (b.attn.c_proj, b.mlp.c_proj)]
+
     def blocks(self, model):
         return model.base_model.h
 

@@ -92,6 +92,11 @@ class LlamaFamily(ModelFamily):
             found.append(f"model.rope_theta = {cfg.rope_theta} must be positive (0 = default)")
         return found
 
+    has_residual_projections = True
+
+    def residual_projections(self, model):
+        return [m for b in self.blocks(model) for m in (b.self_attn.o_proj, b.mlp.down_proj)]
+
     def blocks(self, model):
         return model.base_model.layers
 

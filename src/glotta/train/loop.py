@@ -57,9 +57,10 @@ from glotta.train.host_memory import reuse_host_memory
 from glotta.train.objective import Objective, TrainingSetup
 from glotta.train.optim import build_optimizer, build_scheduler
 from glotta.train.plan import (
+    Precision,
     StepPlan,
     autocast_context,
-    autocast_dtype,
+    decide_precision,
     phase_rope_thetas,
     plan_steps,
     training_phases,
@@ -164,6 +165,7 @@ class RunProgress:
     val_loss: float | None = None
     best_val_loss: float | None = None
     provenance: dict = dataclasses.field(default_factory=dict)  # what the weights come from
+    precision: str | None = None  # 'bf16' or 'fp32' once decided; a resume keeps it
 
 
 @dataclasses.dataclass
@@ -261,6 +263,7 @@ def _train(
             last_loss=resume_state["last_train_loss"],
             val_loss=resume_state["val_loss"],
             best_val_loss=resume_state.get("best_val_loss"),
+            precision=resume_state.get("precision"),
         )
         longest = max(p.block_size for p in phases[: resume_point.phase + 1])
         extend_positions(model, longest, rope_thetas[resume_point.phase])
@@ -289,7 +292,7 @@ def _train(
         dynamic_ncols=True,
     )
     if ctx.is_main:
-        write_train_config(run_dir, cfg, model_cfg, plans, model, ctx)
+        write_train_config(run_dir, cfg, model_cfg, plans, model, ctx, run.precision)
     try:
         with StopRequest() as stop:
             for index, (phase, plan) in enumerate(zip(phases, plans, strict=True)):
@@ -309,7 +312,7 @@ def _train(
                 )  # fmt: skip
                 resume_point = None  # later phases start fresh
                 if ctx.is_main:  # again: n_positions may have grown
-                    write_train_config(run_dir, cfg, model_cfg, plans, model, ctx)
+                    write_train_config(run_dir, cfg, model_cfg, plans, model, ctx, run.precision)
     finally:
         progress.close()
         metrics.close()
@@ -358,9 +361,11 @@ def _train_phase(
         position = DataPosition(**resume.trainer_state["data_position"])
     sampler = EpochSampler(train_data.num_blocks, cfg.seed + phase_index, position)
 
-    amp = autocast_dtype(cfg, ctx.device)
     # FSDP shards the head's weight between forward calls: the fused loss needs it whole.
     objective.fused_loss = cfg.fused_loss and not sharded and supports_fused_head(model)
+    precision = _choose_precision(cfg, ctx, model, objective, train_data, plan, run.precision)
+    run.precision = precision.name
+    amp = precision.dtype
     forward_model: torch.nn.Module = model
     if cfg.compile:
         forward_model = torch.compile(forward_model)
@@ -370,7 +375,7 @@ def _train_phase(
             forward_model, device_ids=device_ids
         )
     if ctx.is_main:
-        log_plan(cfg, plan, phase_index, model, amp, ctx, host_memory_reused)
+        log_plan(cfg, plan, phase_index, model, precision, ctx, host_memory_reused)
 
     tokens_per_step = plan.global_batch * cfg.block_size
     last_step = first_step + plan.total_steps
@@ -502,7 +507,36 @@ def _trainer_state(
         "val_loss": run.val_loss,
         "best_val_loss": run.best_val_loss,
         "provenance": run.provenance,
+        "precision": run.precision,
     }
+
+
+def _choose_precision(cfg, ctx: Dist, model, objective, train_data, plan, recorded):
+    """:func:`decide_precision` timing this model's real training step on one micro-batch.
+
+    The timing steps leave no trace: gradients are dropped and the random state (dropout) is
+    restored, so a run that measured trains exactly like one that did not. Under torchrun each
+    process measures the unwrapped model (no collectives) and bf16 needs every process's vote.
+    """
+    rows = list(range(min(plan.micro_batch_size, train_data.num_blocks)))
+
+    def step_seconds(dtype: torch.dtype | None) -> float:
+        inputs, targets = batch_to(train_data.batch(rows), ctx.device)
+        with torch.random.fork_rng(devices=[]):
+            start = time.perf_counter()
+            with autocast_context(ctx.device, dtype):
+                loss = objective.loss_sum(model, inputs, targets)
+            loss.backward()
+            seconds = time.perf_counter() - start
+        model.zero_grad(set_to_none=True)
+        return seconds
+
+    precision = decide_precision(cfg, ctx.device, step_seconds, recorded)
+    if ctx.enabled:
+        votes = all_reduce_sum([float(precision.dtype is not None)], ctx)[0]
+        if 0 < votes < ctx.world_size:
+            precision = Precision(None, "auto: not every process measured bf16 faster")
+    return precision
 
 
 def shard_model(model: torch.nn.Module) -> torch.nn.Module:

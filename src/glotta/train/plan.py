@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -44,11 +45,11 @@ def plan_steps(cfg: TrainConfig, world_size: int, num_blocks: int) -> StepPlan:
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where it pays: on request, or 'auto' on hardware with native bf16.
-
-    On a CPU without native bf16 (AVX2 only) bf16 matmuls are emulated and ~100x slower than
-    fp32, so 'auto' keeps fp32 there (see benchmarks/README.md).
-    """
+    """bf16 on request, or for 'auto' where the hardware computes bf16 natively (a GPU with
+    bf16, a CPU with AVX512-BF16 or AMX). Whether it is also *faster* there than fp32 is for
+    :func:`decide_precision` to measure: on a CPU without native bf16 (AVX2 only) bf16 matmuls
+    are emulated and ~100x slower than fp32, and on some with AVX512-BF16 but no AMX they run at
+    half the fp32 speed (benchmarks/README.md)."""
     if cfg.precision == "bf16":
         return torch.bfloat16
     if cfg.precision != "auto":
@@ -58,6 +59,54 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.bfloat16
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """The precision a training run uses, and why (shown in the plan line)."""
+
+    dtype: torch.dtype | None  # the autocast dtype; None = fp32
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.dtype is not None else "fp32"
+
+    def describe(self) -> str:
+        return f"{'bf16 autocast' if self.dtype is not None else 'fp32'} ({self.reason})"
+
+
+# bf16 must beat fp32 by this much in the measurement: a tie or noise keeps the exact path.
+BF16_MARGIN = 0.9
+
+
+def decide_precision(
+    cfg: TrainConfig,
+    device: torch.device,
+    step_seconds: Callable[[torch.dtype | None], float],
+    recorded: str | None = None,
+) -> Precision:
+    """The run's precision: as requested; for 'auto', the one recorded when the run started
+    (a resumed run keeps its arithmetic), bf16 on GPUs that have it, and on a CPU with native
+    bf16 whichever of bf16 autocast and fp32 ran a training step of this model faster
+    (``step_seconds(dtype)`` times one; never a path slower than fp32)."""
+    if cfg.precision != "auto":
+        return Precision(autocast_dtype(cfg, device), "as requested")
+    if recorded in ("bf16", "fp32"):
+        return Precision(torch.bfloat16 if recorded == "bf16" else None, "as when the run began")
+    native = autocast_dtype(cfg, device)
+    if native is None:
+        return Precision(None, f"auto: no native bf16 on this {device.type}")
+    if device.type != "cpu":
+        return Precision(native, f"auto: native bf16 on this {device.type}")
+    step_seconds(native)  # warm-up: first calls pick kernels and allocate
+    step_seconds(None)
+    bf16 = min(step_seconds(native) for _ in range(2))
+    fp32 = min(step_seconds(None) for _ in range(2))
+    measured = f"a step took {bf16:.3f} s in bf16, {fp32:.3f} s in fp32 here"
+    if bf16 < BF16_MARGIN * fp32:
+        return Precision(native, f"auto: {measured}")
+    return Precision(None, f"auto: {measured}")
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):

@@ -17,7 +17,7 @@ from glotta.config import TrainConfig
 from glotta.models import count_parameters
 from glotta.rundir import RunDir
 from glotta.train.distributed import Dist
-from glotta.train.plan import StepPlan, autocast_dtype
+from glotta.train.plan import Precision, StepPlan
 
 
 class StopRequest:
@@ -95,7 +95,13 @@ def _step(line: str) -> float:
 
 
 def log_plan(
-    cfg: TrainConfig, plan: StepPlan, phase: int, model, amp, ctx: Dist, host_memory_reused: bool
+    cfg: TrainConfig,
+    plan: StepPlan,
+    phase: int,
+    model,
+    precision: Precision,
+    ctx: Dist,
+    host_memory_reused: bool,
 ) -> None:
     print(
         f"glotta: phase {phase + 1}: {count_parameters(model) / 1e6:.2f}M parameters on "
@@ -103,7 +109,7 @@ def log_plan(
         f"{ctx.device.type}; global batch {plan.global_batch} sequences = "
         f"{plan.micro_batch_size} micro x {plan.accumulation} accumulation x "
         f"{plan.world_size} processes, {cfg.block_size} tokens each; {plan.total_steps} steps; "
-        f"precision {'bf16 autocast' if amp else 'fp32'}{'; compiled' if cfg.compile else ''}"
+        f"precision {precision.describe()}{'; compiled' if cfg.compile else ''}"
         f"{'; activation checkpointing' if cfg.activation_checkpointing else ''}"
         f"{'; host memory reused' if host_memory_reused else ''}"
         f"{'; FSDP' if ctx.enabled and cfg.parallelism == 'fsdp' else ''}",
@@ -111,7 +117,11 @@ def log_plan(
     )
 
 
-def write_train_config(run_dir: RunDir, cfg, model_cfg, plans: list, model, ctx: Dist) -> None:
+def write_train_config(
+    run_dir: RunDir, cfg, model_cfg, plans: list, model, ctx: Dist, precision: str | None
+) -> None:
+    """RUN_DIR/train/train_config.json; ``precision`` is the one the run decided on ('bf16',
+    'fp32'; None before the first phase has decided)."""
     info = {
         "train": dataclasses.asdict(cfg),
         "model": dataclasses.asdict(model_cfg),
@@ -119,6 +129,6 @@ def write_train_config(run_dir: RunDir, cfg, model_cfg, plans: list, model, ctx:
         "plan": dataclasses.asdict(plans[0]),
         "phases": [dataclasses.asdict(plan) for plan in plans],
         "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
-        "precision_used": "bf16 autocast" if autocast_dtype(cfg, ctx.device) else "fp32",
+        "precision_used": {"bf16": "bf16 autocast", "fp32": "fp32"}.get(precision),
     }
     (run_dir.train / "train_config.json").write_text(json.dumps(info, indent=2, default=str))
