@@ -47,6 +47,9 @@ def test_stage_outputs_stats_and_marker(tmp_path, corpus_file, capsys):
         "splits",
         "dropped",
         "invalid_utf8_replaced",
+        "replaced_characters",
+        "encoding",
+        "encodings",
         "max_documents_reached",
         "files",
         "elapsed_seconds",
@@ -107,9 +110,13 @@ def test_invalid_utf8_counted_in_stats(tmp_path):
         gzip.compress(b"A fine paragraph of text.\n\nBroken \xff bytes in this one.\n")
     )
     stats = run_corpus(
-        CorpusConfig(inputs=[str(path)], valid_fraction=0, test_fraction=0), tmp_path / "c"
+        CorpusConfig(
+            inputs=[str(path)], valid_fraction=0, test_fraction=0, max_undecodable_fraction=0.1
+        ),
+        tmp_path / "c",
     )
     assert stats["invalid_utf8_replaced"] == 1
+    assert stats["replaced_characters"] == {str(path): 1}
     texts = list(read_documents(tmp_path / "c" / "train.jsonl"))
     texts += list(read_documents(tmp_path / "c" / "valid.jsonl"))
     assert "Broken \ufffd bytes in this one." in texts

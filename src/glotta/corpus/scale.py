@@ -186,7 +186,8 @@ def _to_record(doc: Processed) -> dict:
         "s": doc.source,
         "t": doc.text,
         "d": doc.drop,
-        "u": doc.utf8_replaced,
+        "u": doc.replaced,
+        "c": doc.encoding,
         "b": doc.bytes_in,
         "k": doc.band_keys,
         "e": dict(doc.events),
@@ -194,4 +195,4 @@ def _to_record(doc: Processed) -> dict:
 
 
 def _from_record(r: dict) -> Processed:
-    return Processed(r["t"], r["s"], r["d"], r["u"], r["b"], r["k"], Counter(r["e"]))
+    return Processed(r["t"], r["s"], r["d"], r["u"], r["c"], r["b"], r["k"], Counter(r["e"]))
