@@ -114,8 +114,14 @@ def begin_stage(stage_dir: Path, published: bool = False) -> None:
 
 
 def mark_complete(
-    stage_dir: Path, stage: str, fingerprint_value: str, summary: dict, published: bool = False
+    stage_dir: Path,
+    stage: str,
+    fingerprint_value: str,
+    summary: dict,
+    published: bool = False,
+    **record: Any,
 ) -> None:
+    """Write the marker; ``record`` adds what later stages check (the corpus: its input files)."""
     write_json_atomic(
         marker_path(stage_dir, published),
         {
@@ -123,6 +129,7 @@ def mark_complete(
             "fingerprint": fingerprint_value,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "summary": summary,
+            **record,
         },
     )
 

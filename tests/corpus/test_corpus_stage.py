@@ -9,6 +9,7 @@ import pytest
 
 from glotta.config import CorpusConfig
 from glotta.corpus import DROP_REASONS, run_corpus
+from glotta.corpus.settings import corpus_identity
 from glotta.documents import SPLITS, read_documents
 from glotta.errors import GlottaError
 from glotta.rundir import MARKER, is_complete, stage_fingerprint
@@ -80,7 +81,7 @@ def test_stage_outputs_stats_and_marker(tmp_path, corpus_file, capsys):
     assert stats["splits"]["valid"]["documents"] > 10 and stats["splits"]["test"]["documents"] > 10
 
     # the marker is written last and matches this config
-    assert is_complete(out, stage_fingerprint(cfg))
+    assert is_complete(out, stage_fingerprint(corpus_identity(cfg)))
     marker_time = (out / MARKER).stat().st_mtime_ns
     assert all(p.stat().st_mtime_ns <= marker_time for p in out.iterdir())
     assert json.loads((out / MARKER).read_text())["summary"]["train_documents"] > 200

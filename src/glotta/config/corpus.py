@@ -44,6 +44,12 @@ class CorpusConfig:
         "...) or 'auto' to detect it per file (charset-normalizer; printed, and recorded in "
         "stats.json). A byte-order mark decides over 'utf-8' and 'auto'.",
     )
+    input_hash: str = opt(
+        "sampled",
+        "How input files are fingerprinted to notice an edit: 'sampled' = size, modification "
+        "time and 16 blocks of 64 KiB (cheap for a 100 GB dump); 'full' = every byte.",
+        ("sampled", "full"),
+    )
     max_undecodable_fraction: float = opt(
         0.001,
         "Refuse a txt/jsonl/tsv file when more than this share of its characters are bytes "

@@ -31,7 +31,7 @@ from glotta.corpus.encoding import encoding_problem
 from glotta.corpus.near_dedup import BloomLSH, lsh_parameters
 from glotta.corpus.process import DocumentProcessor, Processed, process_stream, worker_count
 from glotta.corpus.readers import READER_SKIP_REASONS, iter_documents
-from glotta.corpus.settings import output_settings
+from glotta.corpus.settings import corpus_identity, output_settings
 from glotta.corpus.steps import step_drop_reasons
 from glotta.documents import SPLITS, DocumentWriter
 from glotta.errors import GlottaError
@@ -86,6 +86,8 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
     """Run the corpus stage into ``out_dir``; return the statistics also saved as stats.json."""
     out_dir = Path(out_dir)
     check_config(cfg)
+    # Taken before reading: an input edited while it is read counts as changed next time.
+    identity = corpus_identity(cfg)
     documents = iter_documents(cfg)  # resolves inputs now: a missing file fails before any work
     begin_stage(out_dir)
     # Outputs of an earlier run must not survive next to a failed one and look current.
@@ -106,7 +108,7 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
             else:
                 from glotta.corpus.scale import run_sharded
 
-                processed = run_sharded(cfg, out_dir)
+                processed = run_sharded(cfg, out_dir, identity)
             stack.enter_context(contextlib.closing(processed))  # closed first: stops the workers
             counts = _consume(cfg, processed, writers)
         if writers["train"].documents == 0:
@@ -129,9 +131,8 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
         "bytes_out": stats["bytes_out"],
         **{f"{s}_documents": stats["splits"][s]["documents"] for s in SPLITS},
     }
-    mark_complete(
-        out_dir, "corpus", stage_fingerprint(output_settings(cfg)), summary
-    )  # last: the stage is done
+    # last: the stage is done
+    mark_complete(out_dir, "corpus", stage_fingerprint(identity), summary, inputs=identity.inputs)
     return stats
 
 
