@@ -27,6 +27,7 @@ from glotta.cli_options import (
 from glotta.errors import GlottaError
 from glotta.recipe import load_recipe, shipped_recipes
 from glotta.rundir import RunDir
+from glotta.runlock import hold_run_dir, release_run_dirs
 
 # ---------------------------------------------------------------------------------------------
 # Subcommands
@@ -81,6 +82,8 @@ def cmd_compare(args):
     from glotta.evaluate.compare import format_comparison, run_compare
 
     recipe = resolve_recipe(args)
+    if args.run_dir and args.run_dir.is_dir():  # the comparison is written into the run
+        hold_run_dir(args.run_dir, "compare")
     result = run_compare(
         recipe.eval,
         RunDir(args.run_dir) if args.run_dir else None,
@@ -144,6 +147,8 @@ def cmd_eval_ner(args):
         run_dir = RunDir(args.run_dir or default_run_dir(recipe))
         model_dir, tokenizer_dir = run_model_folders(run_dir)
         tokenizer_dir = cfg.tokenizer or tokenizer_dir
+    if run_dir is not None:  # its results are written into the run
+        hold_run_dir(run_dir.root, "eval ner")
     result = run_ner(cfg, model_dir, tokenizer_dir)
     if run_dir is not None:
         run_dir.eval.mkdir(parents=True, exist_ok=True)
@@ -518,7 +523,10 @@ def main(argv: list[str] | None = None) -> None:
         argv = ["eval-ner", *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        try:
+            args.func(args)
+        finally:
+            release_run_dirs()  # main() may run again in this process (tests, notebooks)
     except GlottaError as exc:
         print(f"glotta: error: {exc}", file=sys.stderr)
         sys.exit(2)
