@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ from glotta.cli_options import (
     resolve_recipe,
     resolve_run,
 )
+from glotta.diskwrite import disk_error, write_failure
 from glotta.errors import GlottaError
 from glotta.recipe import load_recipe, shipped_recipes
 from glotta.rundir import RunDir
@@ -536,13 +536,12 @@ def main(argv: list[str] | None = None) -> None:
     except PermissionError as exc:  # a folder or file the user cannot write or read
         print(f"glotta: error: permission denied: {exc.filename or exc}", file=sys.stderr)
         sys.exit(2)
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+    except Exception as exc:
+        # A failed write no stage named (a log line, a metrics file): one line all the same.
+        if (error := disk_error(exc)) is None:
             _internal_error()
-        print(f"glotta: error: no space left on the device writing {exc.filename}", file=sys.stderr)
+        print(f"glotta: error: {write_failure(None, error)}", file=sys.stderr)
         sys.exit(2)
-    except Exception:
-        _internal_error()
 
 
 def _internal_error() -> None:

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from glotta.diskwrite import writing
+
 MARKER = "COMPLETE.json"
 
 
@@ -137,7 +139,7 @@ def mark_complete(
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON via a temporary file, fsync and rename: readers see the old or the new file."""
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with writing(path), open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, ensure_ascii=False)
         f.write("\n")
         f.flush()
