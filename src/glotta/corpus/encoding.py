@@ -47,10 +47,10 @@ def encoding_problem(value: str) -> str | None:
 
 @dataclass(frozen=True)
 class Encoding:
-    """The codec one file is read with, and how it was chosen (for the summary and stats)."""
+    """The codec one file is read with, and whether it was guessed (the summary says so)."""
 
     name: str  # Python's canonical codec name, e.g. 'utf-8', 'cp1252'
-    how: str  # 'configured', 'byte-order mark' or 'detected'
+    detected: bool = False  # guessed by charset-normalizer (corpus.encoding = 'auto')
 
 
 def choose_encoding(head: bytes, configured: str) -> Encoding:
@@ -58,14 +58,14 @@ def choose_encoding(head: bytes, configured: str) -> Encoding:
     if configured == "auto" or codecs.lookup(configured).name.startswith("utf"):
         for bom, name in _BOMS:
             if head.startswith(bom):
-                return Encoding(name, "byte-order mark")
+                return Encoding(name)
     if configured != "auto":
-        return Encoding(codecs.lookup(configured).name, "configured")
+        return Encoding(codecs.lookup(configured).name)
     try:  # valid UTF-8 (ASCII included) is UTF-8: guessing could only pick a narrower codec
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-        return Encoding("utf-8", "detected")
+        return Encoding("utf-8", detected=True)
     except UnicodeDecodeError:
-        return Encoding(likely_encoding(head) or "utf-8", "detected")
+        return Encoding(likely_encoding(head) or "utf-8", detected=True)
 
 
 def likely_encoding(head: bytes) -> str | None:

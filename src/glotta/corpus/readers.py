@@ -25,7 +25,7 @@ import zstandard
 
 from glotta.config import CorpusConfig
 from glotta.corpus.clean import BINARY_FILE_SHARE, binary_share
-from glotta.corpus.encoding import HEAD_BYTES, FileDecoder, choose_encoding
+from glotta.corpus.encoding import HEAD_BYTES, Encoding, FileDecoder, choose_encoding
 from glotta.corpus.inputs import Source, open_binary, resolve_inputs
 from glotta.corpus.records import RawDocument, warn_skip
 from glotta.errors import GlottaError
@@ -96,21 +96,16 @@ def _read_text_file(cfg: CorpusConfig, source: Source, warned: Counter) -> Itera
     # raised by the consumer of this generator do not pass through here.
     with fh:
         head = _peek_head(fh)
-        if source.format in ("wikipedia", "cirrus"):  # dumps are UTF-8 by definition
-            encoding, lines = None, None
-        else:
-            encoding = choose_encoding(head, cfg.encoding)
-            if encoding.how == "detected":
-                log.warning(
-                    "corpus: %s: read as %s (corpus.encoding = 'auto')", path, encoding.name
-                )
-            decoder = FileDecoder(path, encoding, cfg.max_undecodable_fraction, head)
-            lines = decoder.lines(fh)
-        if encoding is None or encoding.name == "utf-8":
+        dump = source.format in ("wikipedia", "cirrus")  # UTF-8 by definition
+        encoding = Encoding("utf-8") if dump else choose_encoding(head, cfg.encoding)
+        if encoding.name == "utf-8":
             _refuse_binary(path, head)
+        if encoding.detected:
+            log.warning("corpus: %s: read as %s (corpus.encoding = 'auto')", path, encoding.name)
+        decoder = FileDecoder(path, encoding, cfg.max_undecodable_fraction, head)
         try:
-            for doc in reader(cfg, str(path), fh if lines is None else lines, warned):
-                doc.encoding = encoding.name if encoding else "utf-8"
+            for doc in reader(cfg, str(path), fh if dump else decoder.lines(fh), warned):
+                doc.encoding = encoding.name
                 yield doc
         except (EOFError, OSError, zlib.error, zstandard.ZstdError) as exc:
             raise GlottaError(

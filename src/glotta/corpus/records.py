@@ -38,7 +38,7 @@ def decoded_lines(fh: BinaryIO, source: str = "") -> Iterator[tuple[int, str, in
     Decoding line by line keeps memory flat and lets one bad byte cost one replaced character
     instead of the whole file.
     """
-    return FileDecoder(source, Encoding("utf-8", "configured"), max_fraction=1.0).lines(fh)
+    return FileDecoder(source, Encoding("utf-8"), max_fraction=1.0).lines(fh)
 
 
 def warn_skip(warned: Counter, reason: str, message: str) -> None:
