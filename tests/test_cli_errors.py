@@ -179,17 +179,32 @@ def test_a_real_subprocess_shows_no_traceback():
     assert result.stderr.strip() == "glotta: error: --model /no/such/model/folder: no such folder"
 
 
-def test_a_damaged_tokenizer_in_a_model_folder_is_named(folders, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "name, damage, named",
+    [
+        ("tokenizer.json", lambda b: b'{"version": "1.0", "model": 5}', "is not a readable tokenizer"),
+        ("tokenizer.json", lambda b: b[: len(b) // 2], "is not a readable tokenizer"),
+        ("tokenizer.json", lambda b: b"\x00\xff not json", "is not a readable tokenizer"),
+        ("config.json", lambda b: b[: len(b) // 2], "is not a readable model config"),
+        ("config.json", lambda b: b'{"model_type": "no-such-model"}', "is not a readable model config"),
+        ("model.safetensors", lambda b: b[: len(b) // 2], "is not readable weights"),
+        ("model.safetensors", lambda b: b"\xff" * 8 + b[8:], "is not readable weights"),
+        ("model.safetensors", lambda b: b"garbage" * 100, "is not readable weights"),
+    ],
+)  # fmt: skip
+def test_a_damaged_file_in_a_model_folder_is_named(name, damage, named, folders, tmp_path, capsys):
+    """Before: a damaged config.json gave transformers' message over several lines and damaged
+    weights a SafetensorError traceback."""
     broken = tmp_path / "broken"
     shutil.copytree(folders["export"], broken)
-    (broken / "tokenizer.json").write_text('{"version": "1.0", "model": 5}')
+    (broken / name).write_bytes(damage((broken / name).read_bytes()))
     text = str(folders["file"])
     for command in (
         ["generate", "--model", str(broken), "hello"],
         ["eval", "--model", str(broken), "--text", text],
     ):
         code, _, err = run_cli(capsys, *command)
-        assert_one_clear_line(code, err, f"{broken / 'tokenizer.json'} is not a readable tokenizer")
+        assert_one_clear_line(code, err, f"{broken / name} {named}", "restore it")
 
 
 def test_an_internal_error_shows_the_traceback_and_asks_for_a_report(folders, monkeypatch, capsys):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
 import os
 import sys
@@ -24,9 +23,11 @@ from glotta.cli_options import (
     resolve_recipe,
     resolve_run,
 )
+from glotta.diskwrite import disk_error, write_failure
 from glotta.errors import GlottaError
 from glotta.recipe import load_recipe, shipped_recipes
 from glotta.rundir import RunDir
+from glotta.runlock import hold_run_dir, release_run_dirs
 
 # ---------------------------------------------------------------------------------------------
 # Subcommands
@@ -81,6 +82,8 @@ def cmd_compare(args):
     from glotta.evaluate.compare import format_comparison, run_compare
 
     recipe = resolve_recipe(args)
+    if args.run_dir and args.run_dir.is_dir():  # the comparison is written into the run
+        hold_run_dir(args.run_dir, "compare")
     result = run_compare(
         recipe.eval,
         RunDir(args.run_dir) if args.run_dir else None,
@@ -144,6 +147,8 @@ def cmd_eval_ner(args):
         run_dir = RunDir(args.run_dir or default_run_dir(recipe))
         model_dir, tokenizer_dir = run_model_folders(run_dir)
         tokenizer_dir = cfg.tokenizer or tokenizer_dir
+    if run_dir is not None:  # its results are written into the run
+        hold_run_dir(run_dir.root, "eval ner")
     result = run_ner(cfg, model_dir, tokenizer_dir)
     if run_dir is not None:
         run_dir.eval.mkdir(parents=True, exist_ok=True)
@@ -518,7 +523,10 @@ def main(argv: list[str] | None = None) -> None:
         argv = ["eval-ner", *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        try:
+            args.func(args)
+        finally:
+            release_run_dirs()  # main() may run again in this process (tests, notebooks)
     except GlottaError as exc:
         print(f"glotta: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -528,13 +536,12 @@ def main(argv: list[str] | None = None) -> None:
     except PermissionError as exc:  # a folder or file the user cannot write or read
         print(f"glotta: error: permission denied: {exc.filename or exc}", file=sys.stderr)
         sys.exit(2)
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+    except Exception as exc:
+        # A failed write no stage named (a log line, a metrics file): one line all the same.
+        if (error := disk_error(exc)) is None:
             _internal_error()
-        print(f"glotta: error: no space left on the device writing {exc.filename}", file=sys.stderr)
+        print(f"glotta: error: {write_failure(None, error)}", file=sys.stderr)
         sys.exit(2)
-    except Exception:
-        _internal_error()
 
 
 def _internal_error() -> None:

@@ -14,6 +14,7 @@ from glotta.config import SECTIONS, Recipe
 from glotta.errors import GlottaError
 from glotta.recipe import load_recipe
 from glotta.rundir import RunDir
+from glotta.runlock import hold_run_dir
 
 # ---------------------------------------------------------------------------------------------
 # Flags generated from config dataclasses
@@ -116,7 +117,8 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
 
 
 def resolve_run(args: argparse.Namespace) -> tuple[Recipe, RunDir]:
-    """The recipe and run directory of a stage command; a changed recipe is saved in the run."""
+    """The recipe and run directory of a stage command, which writes into it: the folder is
+    locked for this process (:mod:`glotta.runlock`) and a changed recipe is saved in it."""
     from glotta.pipeline import default_run_dir, save_recipe
 
     recipe = resolve_recipe(args)
@@ -127,6 +129,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Recipe, RunDir]:
         validate_recipe(recipe, run_dir.root, [args.command])
     elif problem := writable_problem(run_dir.root):  # the rest once the plan is known
         raise GlottaError(problem)
+    hold_run_dir(run_dir.root, args.command)  # a recipe refused above leaves no folder behind
     changed = getattr(args, "recipe", None) is not None or args.overrides or flag_overrides(args)
     if changed and args.command != "run":  # run_recipe saves it once the whole plan is checked
         save_recipe(recipe, run_dir)

@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from glotta.diskwrite import writing
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -32,15 +34,16 @@ class DocumentWriter:
         self.bytes = 0
 
     def write(self, text: str) -> None:
-        self._file.write(json.dumps({"text": text}, ensure_ascii=False))
-        self._file.write("\n")
+        with writing(self._partial):
+            self._file.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
         self.documents += 1
         self.bytes += len(text.encode("utf-8"))
 
     def close(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        with writing(self._partial):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         os.replace(self._partial, self.path)
 
     def abort(self) -> None:

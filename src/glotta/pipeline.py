@@ -38,7 +38,7 @@ class Stage:
 def _stages() -> list[Stage]:
     # Imported here so `glotta --help` stays fast and light stages don't import torch.
     from glotta.corpus import run_corpus
-    from glotta.corpus.stage import output_settings as corpus_output_settings
+    from glotta.corpus.settings import corpus_identity
     from glotta.distill.stage import DistillStage, run_distill
     from glotta.evaluate.ner import run_ner_stage
     from glotta.evaluate.stage import run_eval
@@ -51,7 +51,7 @@ def _stages() -> list[Stage]:
         Stage(
             "corpus",
             lambda d, r: d.corpus,
-            lambda d, r: (corpus_output_settings(r.corpus), []),
+            lambda d, r: (corpus_identity(r.corpus), []),
             lambda d, r: run_corpus(r.corpus, d.corpus),
         ),
         Stage(
@@ -149,7 +149,7 @@ def plan_stages(recipe: Recipe, run_dir: RunDir, force: bool = False) -> list[Pl
         elif not is_complete(
             folder, stage_fingerprint(*_flat(stage.fingerprint_inputs(run_dir, recipe)))
         ):
-            reason = "settings changed since it ran (its own or an earlier stage's)"
+            reason = "settings or input files changed since it ran (its own or an earlier stage's)"
         elif force:
             reason = "--force"
         else:
@@ -181,7 +181,8 @@ def check_before_running(
     changed = [name for name in expected if recorded and recorded.get(name) != expected[name]]
     if changed:
         raise GlottaError(
-            f"the {changed[0]} stage will run again with other settings, so the checkpoints in "
+            f"the {changed[0]} stage will run again with other settings or input files, so the "
+            f"checkpoints in "
             f"{run_dir.checkpoints} would be stale: they were trained from the old "
             f"{' and '.join(changed)}. Start over in this folder with `glotta run --no-resume` "
             "(deletes the checkpoints), or keep them and use a new --run-dir"
@@ -190,9 +191,9 @@ def check_before_running(
 
 def _upstream_fingerprints(recipe: Recipe) -> dict[str, str]:
     """The corpus, tokenizer and shards fingerprints this recipe's stages will have."""
-    from glotta.corpus.stage import output_settings
+    from glotta.corpus.settings import corpus_identity
 
-    corpus = chained_fingerprint(output_settings(recipe.corpus), [])
+    corpus = chained_fingerprint(corpus_identity(recipe.corpus), [])
     tokenizer = chained_fingerprint(recipe.tokenizer, [corpus])
     return {
         "corpus": corpus,

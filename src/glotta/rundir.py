@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from glotta.diskwrite import writing
+
 MARKER = "COMPLETE.json"
 
 
@@ -114,8 +116,14 @@ def begin_stage(stage_dir: Path, published: bool = False) -> None:
 
 
 def mark_complete(
-    stage_dir: Path, stage: str, fingerprint_value: str, summary: dict, published: bool = False
+    stage_dir: Path,
+    stage: str,
+    fingerprint_value: str,
+    summary: dict,
+    published: bool = False,
+    **record: Any,
 ) -> None:
+    """Write the marker; ``record`` adds what later stages check (the corpus: its input files)."""
     write_json_atomic(
         marker_path(stage_dir, published),
         {
@@ -123,6 +131,7 @@ def mark_complete(
             "fingerprint": fingerprint_value,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "summary": summary,
+            **record,
         },
     )
 
@@ -130,7 +139,7 @@ def mark_complete(
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON via a temporary file, fsync and rename: readers see the old or the new file."""
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with writing(path), open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, ensure_ascii=False)
         f.write("\n")
         f.flush()

@@ -101,6 +101,11 @@ def _corpus(p: _Problems, recipe: Recipe, check_inputs: bool) -> None:
         )
     p.fraction(c, "language_threshold", "corpus", upper_open=False)
     p.fraction(c, "max_not_text_fraction", "corpus", upper_open=False)
+    p.fraction(c, "max_undecodable_fraction", "corpus", upper_open=False)
+    from glotta.corpus.encoding import encoding_problem
+
+    if problem := encoding_problem(c.encoding):
+        p.append(f"corpus.encoding = {c.encoding!r}: {problem}")
     for f in dataclasses.fields(c):
         if f.name.startswith("quality_") and f.name.endswith("fraction"):
             p.fraction(c, f.name, "corpus", upper_open=False)

@@ -142,12 +142,12 @@ def test_truncated_compressed_file_names_the_file(tmp_path, suffix):
         read([path], txt_documents="lines")
 
 
-def test_invalid_utf8_is_replaced_and_flagged(tmp_path):
+def test_invalid_utf8_is_replaced_and_counted_below_the_limit(tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes(b"good line\nbad \xff\xfe line\n\xef\xbb\xbfnot a bom here\n")
-    docs = read([path], txt_documents="lines")
+    docs = read([path], txt_documents="lines", max_undecodable_fraction=1.0)
     assert [d.text for d in docs] == ["good line", "bad \ufffd\ufffd line", "\ufeffnot a bom here"]
-    assert [d.utf8_replaced for d in docs] == [False, True, False]
+    assert [d.replaced for d in docs] == [0, 2, 0]
 
 
 def test_bom_at_start_is_dropped(tmp_path):

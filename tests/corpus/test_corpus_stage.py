@@ -9,6 +9,7 @@ import pytest
 
 from glotta.config import CorpusConfig
 from glotta.corpus import DROP_REASONS, run_corpus
+from glotta.corpus.settings import corpus_identity
 from glotta.documents import SPLITS, read_documents
 from glotta.errors import GlottaError
 from glotta.rundir import MARKER, is_complete, stage_fingerprint
@@ -47,6 +48,9 @@ def test_stage_outputs_stats_and_marker(tmp_path, corpus_file, capsys):
         "splits",
         "dropped",
         "invalid_utf8_replaced",
+        "replaced_characters",
+        "encoding",
+        "encodings",
         "max_documents_reached",
         "files",
         "elapsed_seconds",
@@ -77,7 +81,7 @@ def test_stage_outputs_stats_and_marker(tmp_path, corpus_file, capsys):
     assert stats["splits"]["valid"]["documents"] > 10 and stats["splits"]["test"]["documents"] > 10
 
     # the marker is written last and matches this config
-    assert is_complete(out, stage_fingerprint(cfg))
+    assert is_complete(out, stage_fingerprint(corpus_identity(cfg)))
     marker_time = (out / MARKER).stat().st_mtime_ns
     assert all(p.stat().st_mtime_ns <= marker_time for p in out.iterdir())
     assert json.loads((out / MARKER).read_text())["summary"]["train_documents"] > 200
@@ -107,9 +111,13 @@ def test_invalid_utf8_counted_in_stats(tmp_path):
         gzip.compress(b"A fine paragraph of text.\n\nBroken \xff bytes in this one.\n")
     )
     stats = run_corpus(
-        CorpusConfig(inputs=[str(path)], valid_fraction=0, test_fraction=0), tmp_path / "c"
+        CorpusConfig(
+            inputs=[str(path)], valid_fraction=0, test_fraction=0, max_undecodable_fraction=0.1
+        ),
+        tmp_path / "c",
     )
     assert stats["invalid_utf8_replaced"] == 1
+    assert stats["replaced_characters"] == {str(path): 1}
     texts = list(read_documents(tmp_path / "c" / "train.jsonl"))
     texts += list(read_documents(tmp_path / "c" / "valid.jsonl"))
     assert "Broken \ufffd bytes in this one." in texts

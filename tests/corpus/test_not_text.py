@@ -38,7 +38,8 @@ def test_garbled_documents_are_dropped_as_not_text_and_nuls_counted(tmp_path):
     )  # fmt: skip
     path = tmp_path / "faq.txt"
     path.write_bytes(raw)
-    stats = run_corpus(_corpus(tmp_path, path), tmp_path / "out")
+    # Below corpus.max_undecodable_fraction the file is read, its garbled document dropped.
+    stats = run_corpus(_corpus(tmp_path, path, max_undecodable_fraction=0.05), tmp_path / "out")
     assert stats["dropped"]["not_text"] == 1
     assert stats["events"]["nul_characters_removed"] == 3
     kept = "".join(
@@ -46,7 +47,10 @@ def test_garbled_documents_are_dropped_as_not_text_and_nuls_counted(tmp_path):
     )
     assert "\ufffd" not in "".join(json.loads(line)["text"] for line in kept.splitlines())
     # With the rule off the garbled document is kept.
-    stats = run_corpus(_corpus(tmp_path, path, max_not_text_fraction=1.0), tmp_path / "out2")
+    stats = run_corpus(
+        _corpus(tmp_path, path, max_not_text_fraction=1.0, max_undecodable_fraction=0.05),
+        tmp_path / "out2",
+    )
     assert stats["dropped"]["not_text"] == 0
 
 

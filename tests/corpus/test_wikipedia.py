@@ -230,7 +230,7 @@ def test_xml_dump_articles_only(version):
     assert converted(docs) == EXPECTED
     kept = [d for d in docs if d.skip is None]
     assert {d.markup for d in kept} == {"mediawiki"}
-    assert not any(d.utf8_replaced for d in docs)
+    assert not any(d.replaced for d in docs)
     # The reader hands over raw wikitext; conversion is left to the workers.
     assert kept[0].text == MAIN_WIKITEXT
 
@@ -326,7 +326,7 @@ def test_malformed_xml_and_other_xml(tmp_path):
         read([rss])
 
 
-def test_invalid_utf8_is_replaced_and_flagged(tmp_path):
+def test_invalid_utf8_is_replaced_and_counted(tmp_path):
     header, _, footer = dump_parts()
     pages = page_xml(1, "Good", 0, ["Clean text here."], None) + page_xml(
         2, "Bad", 0, ["Bad XXXX byte."], None
@@ -335,9 +335,9 @@ def test_invalid_utf8_is_replaced_and_flagged(tmp_path):
     path = tmp_path / "latin.xml"
     path.write_bytes(data)
     docs = read([path])
-    assert [(d.title, d.text, d.utf8_replaced) for d in docs] == [
-        ("Good", "Clean text here.", False),
-        ("Bad", "Bad \ufffd\ufffd byte.", True),
+    assert [(d.title, d.text, d.replaced) for d in docs] == [
+        ("Good", "Clean text here.", 0),
+        ("Bad", "Bad \ufffd\ufffd byte.", 2),
     ]
 
 

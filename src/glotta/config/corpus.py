@@ -38,6 +38,23 @@ class CorpusConfig:
         "_NEWLINE_ markers into title, section and paragraph breaks.",
         ("none", "wiki40b"),
     )
+    encoding: str = opt(
+        "utf-8",
+        "Encoding of txt/jsonl/tsv inputs: a Python codec name ('latin-1', 'cp1252', 'utf-16', "
+        "...) or 'auto' to detect it per file (charset-normalizer; printed, and recorded in "
+        "stats.json). A byte-order mark decides over 'utf-8' and 'auto'.",
+    )
+    input_hash: str = opt(
+        "sampled",
+        "How input files are fingerprinted to notice an edit: 'sampled' = size, modification "
+        "time and 16 blocks of 64 KiB (cheap for a 100 GB dump); 'full' = every byte.",
+        ("sampled", "full"),
+    )
+    max_undecodable_fraction: float = opt(
+        0.001,
+        "Refuse a txt/jsonl/tsv file when more than this share of its characters are bytes "
+        "corpus.encoding cannot decode (each read as U+FFFD and counted in stats.json).",
+    )
     hf_dataset: str = opt(
         "", "Hugging Face dataset to stream instead of local files (needs network), e.g. wiki40b."
     )

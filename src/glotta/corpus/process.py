@@ -39,7 +39,8 @@ class Processed:
     text: str
     source: str
     drop: str | None = None
-    utf8_replaced: bool = False
+    replaced: int = 0  # undecodable bytes read as U+FFFD
+    encoding: str = "utf-8"
     bytes_in: int = 0  # UTF-8 bytes as read (0 for records a reader could not parse)
     band_keys: list[int] | None = None  # near-duplicate LSH keys of the kept text
     events: Counter[str] = field(default_factory=Counter)  # lines removed, PII replaced
@@ -59,7 +60,7 @@ class DocumentProcessor:
         )
 
     def __call__(self, raw: RawDocument) -> Processed:
-        result = Processed("", raw.source, raw.skip, raw.utf8_replaced)
+        result = Processed("", raw.source, raw.skip, raw.replaced, raw.encoding)
         if raw.skip:
             return result
         result.bytes_in = len(raw.text.encode("utf-8"))

@@ -25,8 +25,9 @@ import zstandard
 
 from glotta.config import CorpusConfig
 from glotta.corpus.clean import BINARY_FILE_SHARE, binary_share
+from glotta.corpus.encoding import HEAD_BYTES, Encoding, FileDecoder, choose_encoding
 from glotta.corpus.inputs import Source, open_binary, resolve_inputs
-from glotta.corpus.records import RawDocument, decoded_lines, warn_skip
+from glotta.corpus.records import RawDocument, warn_skip
 from glotta.errors import GlottaError
 
 log = logging.getLogger(__name__)
@@ -59,18 +60,18 @@ def _generate(cfg: CorpusConfig, sources: list[Source]) -> Iterator[RawDocument]
             yield from _read_text_file(cfg, source, warned)
 
 
-def _refuse_binary(path, fh: BinaryIO) -> None:
-    """A file that is mostly binary is a mistake in corpus.inputs, not a source of documents.
-
-    The first 64 KB (after decompression) are peeked at, so nothing is consumed.
-    """
+def _peek_head(fh: BinaryIO) -> bytes:
+    """The first 64 KB (after decompression), peeked at so nothing is consumed."""
     try:
-        head = fh.peek(1 << 16)[: 1 << 16] if hasattr(fh, "peek") else b""
-    except Exception:  # a damaged archive: the guarded reading loop below reports it
-        head = b""
+        return fh.peek(HEAD_BYTES)[:HEAD_BYTES] if hasattr(fh, "peek") else b""
+    except Exception:  # a damaged archive: the guarded reading loop reports it
+        return b""
+
+
+def _refuse_binary(path, head: bytes) -> None:
+    """A file that is mostly binary is a mistake in corpus.inputs, not a source of documents."""
     share = binary_share(head)
     if share > BINARY_FILE_SHARE:
-        fh.close()
         raise GlottaError(
             f"{path} is not UTF-8 text: {share:.0%} of its first {len(head):,} bytes are NUL, "
             "control characters or invalid UTF-8 (binary data, or another encoding such as "
@@ -91,12 +92,21 @@ def _read_text_file(cfg: CorpusConfig, source: Source, warned: Counter) -> Itera
         fh = open_binary(path)
     except OSError as exc:
         raise GlottaError(f"{path} cannot be read ({exc.strerror or exc})") from None
-    _refuse_binary(path, fh)
     # Decompression errors only show up while reading, so the whole loop is guarded; exceptions
     # raised by the consumer of this generator do not pass through here.
     with fh:
+        head = _peek_head(fh)
+        dump = source.format in ("wikipedia", "cirrus")  # UTF-8 by definition
+        encoding = Encoding("utf-8") if dump else choose_encoding(head, cfg.encoding)
+        if encoding.name == "utf-8":
+            _refuse_binary(path, head)
+        if encoding.detected:
+            log.warning("corpus: %s: read as %s (corpus.encoding = 'auto')", path, encoding.name)
+        decoder = FileDecoder(path, encoding, cfg.max_undecodable_fraction, head)
         try:
-            yield from reader(cfg, str(path), fh, warned)
+            for doc in reader(cfg, str(path), fh if dump else decoder.lines(fh), warned):
+                doc.encoding = encoding.name
+                yield doc
         except (EOFError, OSError, zlib.error, zstandard.ZstdError) as exc:
             raise GlottaError(
                 f"{path} is truncated or corrupt ({exc}); re-download it or remove it from "
@@ -104,44 +114,44 @@ def _read_text_file(cfg: CorpusConfig, source: Source, warned: Counter) -> Itera
             ) from None
 
 
-def _txt_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
+def _txt_records(cfg: CorpusConfig, source: str, lines, warned: Counter):
     if cfg.txt_documents == "lines":
-        for _, line, bad in decoded_lines(fh):
+        for _, line, bad in lines:
             if line.strip():
-                yield RawDocument(line, source, utf8_replaced=bad)
+                yield RawDocument(line, source, replaced=bad)
         return
     # Paragraphs (split at blank lines) or the whole file. A document that grows far beyond
     # max_chars would be dropped anyway, so stop buffering it: a file without blank lines must
     # not be held in memory. (4x leaves room for cleaning, which can shrink whitespace runs.)
     limit = 4 * cfg.max_chars if cfg.max_chars > 0 else 0
     split = cfg.txt_documents == "paragraphs"
-    lines: list[str] = []
-    size, bad_any, too_long = 0, False, False
-    for _, line, bad in decoded_lines(fh):
+    lines_kept: list[str] = []
+    size, bad_any, too_long = 0, 0, False
+    for _, line, bad in lines:
         if split and not line.strip():
-            if lines or too_long:
-                yield _paragraph(lines, source, bad_any, too_long)
-            lines, size, bad_any, too_long = [], 0, False, False
+            if lines_kept or too_long:
+                yield _paragraph(lines_kept, source, bad_any, too_long)
+            lines_kept, size, bad_any, too_long = [], 0, 0, False
             continue
-        bad_any |= bad
+        bad_any += bad
         if too_long:
             continue
-        lines.append(line)
+        lines_kept.append(line)
         size += len(line) + 1
         if limit and size > limit:
-            lines, too_long = [], True
-    if lines or too_long:
-        yield _paragraph(lines, source, bad_any, too_long)
+            lines_kept, too_long = [], True
+    if lines_kept or too_long:
+        yield _paragraph(lines_kept, source, bad_any, too_long)
 
 
-def _paragraph(lines: list[str], source: str, bad: bool, too_long: bool) -> RawDocument:
+def _paragraph(lines: list[str], source: str, bad: int, too_long: bool) -> RawDocument:
     if too_long:
-        return RawDocument("", source, skip="too_long", utf8_replaced=bad)
-    return RawDocument("\n".join(lines), source, utf8_replaced=bad)
+        return RawDocument("", source, skip="too_long", replaced=bad)
+    return RawDocument("\n".join(lines), source, replaced=bad)
 
 
-def _jsonl_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
-    for number, line, bad in decoded_lines(fh):
+def _jsonl_records(cfg: CorpusConfig, source: str, lines, warned: Counter):
+    for number, line, bad in lines:
         if not line.strip():
             continue
         try:
@@ -153,7 +163,7 @@ def _jsonl_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter
                     "line): convert it with  jq -c '.[]' FILE > FILE.jsonl"
                 ) from None
             warn_skip(warned, "invalid_json", f"{source}:{number}: invalid JSON ({exc})")
-            yield RawDocument("", source, skip="invalid_json", utf8_replaced=bad)
+            yield RawDocument("", source, skip="invalid_json", replaced=bad)
             continue
         values = [obj.get(f) for f in cfg.text_fields] if isinstance(obj, dict) else [None]
         if not all(isinstance(v, str) for v in values):
@@ -162,15 +172,15 @@ def _jsonl_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter
                 "missing_field",
                 f"{source}:{number}: no string field(s) {cfg.text_fields}",
             )
-            yield RawDocument("", source, skip="missing_field", utf8_replaced=bad)
+            yield RawDocument("", source, skip="missing_field", replaced=bad)
             continue
-        yield RawDocument("\n".join(values), source, utf8_replaced=bad)
+        yield RawDocument("\n".join(values), source, replaced=bad)
 
 
-def _tsv_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
+def _tsv_records(cfg: CorpusConfig, source: str, lines, warned: Counter):
     # Plain tab splitting, no CSV quoting: corpora such as rl_wsd_labeled put quotes in the text.
     needed = max(cfg.tsv_columns) + 1
-    for number, line, bad in decoded_lines(fh):
+    for number, line, bad in lines:
         if not line.strip():
             continue
         cells = line.split("\t")
@@ -180,11 +190,11 @@ def _tsv_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):
                 "bad_tsv_row",
                 f"{source}:{number}: {len(cells)} columns, corpus.tsv_columns needs {needed}",
             )
-            yield RawDocument("", source, skip="bad_tsv_row", utf8_replaced=bad)
+            yield RawDocument("", source, skip="bad_tsv_row", replaced=bad)
             continue
         # Columns are concatenated without a separator: in left/word/right contexts the word
         # column carries its own leading space.
-        yield RawDocument("".join(cells[i] for i in cfg.tsv_columns), source, utf8_replaced=bad)
+        yield RawDocument("".join(cells[i] for i in cfg.tsv_columns), source, replaced=bad)
 
 
 def _wikipedia_records(cfg: CorpusConfig, source: str, fh: BinaryIO, warned: Counter):

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from glotta.corpus.encoding import Encoding, FileDecoder
+
 log = logging.getLogger("glotta.corpus.readers")
 
 _WARN_FIRST = 5  # file:line warnings shown per skip reason; the rest are only counted
@@ -21,28 +23,22 @@ class RawDocument:
     text: str
     source: str  # file path, or hf://DATASET/CONFIG/SPLIT
     skip: str | None = None
-    utf8_replaced: bool = False  # invalid UTF-8 bytes were replaced by U+FFFD
+    replaced: int = 0  # undecodable bytes in it, each read as U+FFFD
+    encoding: str = "utf-8"  # the codec its file was read with
     # Set by readers whose records carry their own markup (Wikipedia dumps: 'mediawiki'); the
     # conversion itself runs later, in the cleaning workers, not in the reading process.
     markup: str | None = None
     title: str = ""  # article title, kept as the first block by markup conversion
 
 
-def decoded_lines(fh: BinaryIO) -> Iterator[tuple[int, str, bool]]:
-    """Yield (line number, line without its ending, had invalid UTF-8) from a binary stream.
+def decoded_lines(fh: BinaryIO, source: str = "") -> Iterator[tuple[int, str, int]]:
+    """Yield (line number, line without its ending, bytes replaced by U+FFFD) from a UTF-8 stream
+    (dumps that are UTF-8 by definition; the text readers choose an encoding per file).
 
     Decoding line by line keeps memory flat and lets one bad byte cost one replaced character
     instead of the whole file.
     """
-    for number, raw in enumerate(fh, 1):
-        raw = raw.rstrip(b"\r\n")
-        try:
-            text, bad = raw.decode("utf-8"), False
-        except UnicodeDecodeError:
-            text, bad = raw.decode("utf-8", errors="replace"), True
-        if number == 1 and text.startswith("\ufeff"):
-            text = text[1:]  # byte-order mark written by some Windows editors
-        yield number, text, bad
+    return FileDecoder(source, Encoding("utf-8"), max_fraction=1.0).lines(fh)
 
 
 def warn_skip(warned: Counter, reason: str, message: str) -> None:

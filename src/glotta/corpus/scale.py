@@ -35,7 +35,7 @@ from glotta.config import CorpusConfig
 from glotta.corpus.inputs import resolve_inputs
 from glotta.corpus.process import DocumentProcessor, Processed, worker_count
 from glotta.corpus.readers import iter_documents
-from glotta.corpus.settings import output_settings
+from glotta.corpus.settings import CorpusIdentity
 from glotta.errors import GlottaError
 from glotta.rundir import stage_fingerprint
 
@@ -90,7 +90,7 @@ def task_files(files: list[str], rank: int, tasks: int) -> list[str]:
     return files[start:stop]
 
 
-def run_sharded(cfg: CorpusConfig, out_dir: Path) -> Iterator[Processed]:
+def run_sharded(cfg: CorpusConfig, out_dir: Path, identity: CorpusIdentity) -> Iterator[Processed]:
     """Run (or resume) the datatrove tasks, then stream their records back in input order."""
     if PipelineStep is object:
         raise GlottaError(
@@ -104,9 +104,12 @@ def run_sharded(cfg: CorpusConfig, out_dir: Path) -> Iterator[Processed]:
     files = [str(s.path) for s in sources]
     tasks = cfg.tasks or len(files)
     shard_root = Path(out_dir) / SHARDS_DIR
-    # Shards depend on the settings and on how files are split into tasks, not on the executor.
-    settings = dataclasses.replace(output_settings(cfg), tasks=tasks)
-    shard_dir = shard_root / stage_fingerprint(settings)[:16]
+    # Shards depend on the settings, the files' content and how files are split into tasks, not
+    # on the executor: a task's shard of an edited file is never reused.
+    settings = dataclasses.replace(identity.settings, tasks=tasks)
+    shard_dir = (
+        shard_root / stage_fingerprint(dataclasses.replace(identity, settings=settings))[:16]
+    )
     for old in shard_root.glob("*"):  # shards of other settings can never be merged again
         if old != shard_dir:
             shutil.rmtree(old, ignore_errors=True)
@@ -186,7 +189,8 @@ def _to_record(doc: Processed) -> dict:
         "s": doc.source,
         "t": doc.text,
         "d": doc.drop,
-        "u": doc.utf8_replaced,
+        "u": doc.replaced,
+        "c": doc.encoding,
         "b": doc.bytes_in,
         "k": doc.band_keys,
         "e": dict(doc.events),
@@ -194,4 +198,4 @@ def _to_record(doc: Processed) -> dict:
 
 
 def _from_record(r: dict) -> Processed:
-    return Processed(r["t"], r["s"], r["d"], r["u"], r["b"], r["k"], Counter(r["e"]))
+    return Processed(r["t"], r["s"], r["d"], r["u"], r["c"], r["b"], r["k"], Counter(r["e"]))

@@ -27,10 +27,11 @@ from tqdm import tqdm
 
 from glotta.config import CorpusConfig
 from glotta.corpus.dedup import ExactDedup, assign_split, check_fractions
+from glotta.corpus.encoding import encoding_problem
 from glotta.corpus.near_dedup import BloomLSH, lsh_parameters
 from glotta.corpus.process import DocumentProcessor, Processed, process_stream, worker_count
 from glotta.corpus.readers import READER_SKIP_REASONS, iter_documents
-from glotta.corpus.settings import output_settings
+from glotta.corpus.settings import corpus_identity, output_settings
 from glotta.corpus.steps import step_drop_reasons
 from glotta.documents import SPLITS, DocumentWriter
 from glotta.errors import GlottaError
@@ -65,6 +66,8 @@ def check_config(cfg: CorpusConfig) -> None:
         raise GlottaError(
             f"corpus.max_chars = {cfg.max_chars} is below corpus.min_chars = {cfg.min_chars}"
         )
+    if problem := encoding_problem(cfg.encoding):
+        raise GlottaError(f"corpus.encoding = {cfg.encoding!r}: {problem}")
     if not cfg.text_fields:
         raise GlottaError("corpus.text_fields is empty: name the field(s) that hold the text")
     if not cfg.tsv_columns or min(cfg.tsv_columns) < 0:
@@ -83,6 +86,8 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
     """Run the corpus stage into ``out_dir``; return the statistics also saved as stats.json."""
     out_dir = Path(out_dir)
     check_config(cfg)
+    # Taken before reading: an input edited while it is read counts as changed next time.
+    identity = corpus_identity(cfg)
     documents = iter_documents(cfg)  # resolves inputs now: a missing file fails before any work
     begin_stage(out_dir)
     # Outputs of an earlier run must not survive next to a failed one and look current.
@@ -103,7 +108,7 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
             else:
                 from glotta.corpus.scale import run_sharded
 
-                processed = run_sharded(cfg, out_dir)
+                processed = run_sharded(cfg, out_dir, identity)
             stack.enter_context(contextlib.closing(processed))  # closed first: stops the workers
             counts = _consume(cfg, processed, writers)
         if writers["train"].documents == 0:
@@ -126,9 +131,8 @@ def run_corpus(cfg: CorpusConfig, out_dir: Path) -> dict[str, Any]:
         "bytes_out": stats["bytes_out"],
         **{f"{s}_documents": stats["splits"][s]["documents"] for s in SPLITS},
     }
-    mark_complete(
-        out_dir, "corpus", stage_fingerprint(output_settings(cfg)), summary
-    )  # last: the stage is done
+    # last: the stage is done
+    mark_complete(out_dir, "corpus", stage_fingerprint(identity), summary, inputs=identity.inputs)
     return stats
 
 
@@ -136,11 +140,13 @@ def _consume(cfg: CorpusConfig, processed, writers: dict[str, DocumentWriter]) -
     """The serial part: count, exact dedup, near dedup, split, write; keep samples of drops."""
     dropped: Counter[str] = Counter()
     files: Counter[str] = Counter()
+    replaced: Counter[str] = Counter()
+    encodings: dict[str, str] = {}
     events: Counter[str] = Counter()
     samples: dict[str, list[dict]] = {}
     dedup = ExactDedup() if cfg.dedup else None
     near = BloomLSH(cfg.near_dedup_memory_mb) if cfg.near_dedup else None
-    documents_in = bytes_in = utf8_replaced = 0
+    documents_in = bytes_in = documents_replaced = 0
     progress = tqdm(
         processed,
         desc="corpus",
@@ -154,7 +160,10 @@ def _consume(cfg: CorpusConfig, processed, writers: dict[str, DocumentWriter]) -
     for doc in progress:
         documents_in += 1
         files[doc.source] += 1
-        utf8_replaced += doc.utf8_replaced
+        documents_replaced += bool(doc.replaced)
+        if doc.replaced:
+            replaced[doc.source] += doc.replaced
+        encodings.setdefault(doc.source, doc.encoding)
         bytes_in += doc.bytes_in
         events.update(doc.events)
         reason = doc.drop
@@ -181,7 +190,9 @@ def _consume(cfg: CorpusConfig, processed, writers: dict[str, DocumentWriter]) -
         "events": events,
         "samples": samples,
         "near_dedup": _near_dedup_stats(cfg, near),
-        "utf8_replaced": utf8_replaced,
+        "documents_replaced": documents_replaced,
+        "replaced": replaced,
+        "encodings": encodings,
         "max_documents_reached": bool(cfg.max_documents) and documents_in >= cfg.max_documents,
     }
 
@@ -225,7 +236,11 @@ def _stats(cfg: CorpusConfig, counts: dict, writers: dict, elapsed: float) -> di
         "dropped": {reason: counts["dropped"][reason] for reason in drop_advice()},
         "events": dict(sorted(counts["events"].items())),
         "near_dedup": counts["near_dedup"],
-        "invalid_utf8_replaced": counts["utf8_replaced"],
+        # Documents with undecodable bytes (read as U+FFFD), and those bytes per file.
+        "invalid_utf8_replaced": counts["documents_replaced"],
+        "replaced_characters": dict(counts["replaced"]),
+        "encoding": cfg.encoding,
+        "encodings": counts["encodings"],  # per file: the codec it was read with
         "max_documents_reached": counts["max_documents_reached"],
         "files": dict(counts["files"]),
         "elapsed_seconds": round(elapsed, 3),
@@ -269,9 +284,14 @@ def format_summary(stats: dict[str, Any]) -> str:
         )
     if stats["invalid_utf8_replaced"]:
         lines.append(
-            f"corpus: {stats['invalid_utf8_replaced']:,} documents had invalid UTF-8 "
-            "(bad bytes replaced by U+FFFD)"
+            f"corpus: {stats['invalid_utf8_replaced']:,} documents had undecodable bytes "
+            f"({sum(stats['replaced_characters'].values()):,}, replaced by U+FFFD; per file in "
+            "stats.json)"
         )
+    other = [f"{Path(f).name} {e}" for f, e in stats["encodings"].items() if e != "utf-8"]
+    if other:
+        more = f" and {len(other) - 5:,} more" if len(other) > 5 else ""
+        lines.append(f"corpus: read in other encodings: {', '.join(other[:5])}{more}")
     if stats["max_documents_reached"]:
         lines.append("corpus: stopped at corpus.max_documents")
     return "\n".join(lines)

@@ -142,15 +142,15 @@ def _page_document(page: ET.Element, text: str, source: str, replaced: bool) -> 
             ns = (child.text or "").strip()
         elif name == "redirect":
             redirect = True
-    # Only pages containing a replacement character can have had a bad byte replaced.
-    bad = replaced and ("\ufffd" in text or "\ufffd" in title)
+    # Only replacement characters on this page count as its replaced bytes.
+    bad = (text.count("\ufffd") + title.count("\ufffd")) if replaced else 0
     if ns != "0":
-        return RawDocument("", source, skip="not_article", utf8_replaced=bad)
+        return RawDocument("", source, skip="not_article", replaced=bad)
     if redirect or _REDIRECT.match(text):
-        return RawDocument("", source, skip="redirect", utf8_replaced=bad)
+        return RawDocument("", source, skip="redirect", replaced=bad)
     if _DISAMBIG.search(text):
-        return RawDocument("", source, skip="disambiguation", utf8_replaced=bad)
-    return RawDocument(text, source, utf8_replaced=bad, markup="mediawiki", title=title)
+        return RawDocument("", source, skip="disambiguation", replaced=bad)
+    return RawDocument(text, source, replaced=bad, markup="mediawiki", title=title)
 
 
 def iter_cirrus(fh: BinaryIO, source: str, warned: Counter | None = None) -> Iterator[RawDocument]:
@@ -161,35 +161,35 @@ def iter_cirrus(fh: BinaryIO, source: str, warned: Counter | None = None) -> Ite
     across files, as in the other readers.
     """
     warned = Counter() if warned is None else warned
-    for number, line, bad in decoded_lines(fh):
+    for number, line, bad in decoded_lines(fh, source):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except ValueError as exc:
             warn_skip(warned, "invalid_json", f"{source}:{number}: invalid JSON ({exc})")
-            yield RawDocument("", source, skip="invalid_json", utf8_replaced=bad)
+            yield RawDocument("", source, skip="invalid_json", replaced=bad)
             continue
         if not isinstance(obj, dict):
             warn_skip(warned, "invalid_json", f"{source}:{number}: not a JSON object")
-            yield RawDocument("", source, skip="invalid_json", utf8_replaced=bad)
+            yield RawDocument("", source, skip="invalid_json", replaced=bad)
             continue
         if "index" in obj and len(obj) == 1:
             continue  # the bulk-API action line before each document
         title = obj.get("title") if isinstance(obj.get("title"), str) else ""
         if obj.get("namespace", 0) != 0:
-            yield RawDocument("", source, skip="not_article", utf8_replaced=bad)
+            yield RawDocument("", source, skip="not_article", replaced=bad)
         elif any(_is_disambig_template(t) for t in obj.get("template") or ()):
-            yield RawDocument("", source, skip="disambiguation", utf8_replaced=bad)
+            yield RawDocument("", source, skip="disambiguation", replaced=bad)
         elif isinstance(obj.get("source_text"), str) and obj["source_text"].strip():
             doc = obj["source_text"]
-            yield RawDocument(doc, source, utf8_replaced=bad, markup="mediawiki", title=title)
+            yield RawDocument(doc, source, replaced=bad, markup="mediawiki", title=title)
         elif isinstance(obj.get("text"), str):
             text = f"{title}\n\n{obj['text']}" if title else obj["text"]
-            yield RawDocument(text, source, utf8_replaced=bad, title=title)
+            yield RawDocument(text, source, replaced=bad, title=title)
         else:
             warn_skip(warned, "missing_field", f"{source}:{number}: no 'text' or 'source_text'")
-            yield RawDocument("", source, skip="missing_field", utf8_replaced=bad)
+            yield RawDocument("", source, skip="missing_field", replaced=bad)
 
 
 def _is_disambig_template(name: object) -> bool:

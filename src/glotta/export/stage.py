@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from glotta.config import ExportConfig, GenerateConfig, RecipeInfo
+from glotta.diskwrite import writing
 from glotta.errors import GlottaError
 from glotta.export.card import baseline_warning, plot_loss_curve, read_metrics, render_card
 from glotta.models import has_masked_lm_head, is_masked_lm
@@ -101,10 +102,12 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
     else:
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
         model.generation_config = generation_config(gen, model.config.eos_token_id)
-    model.save_pretrained(partial, safe_serialization=True)
+    with writing(partial / "model.safetensors"):
+        model.save_pretrained(partial, safe_serialization=True)
     for path in run_dir.tokenizer.iterdir():
         if path.is_file() and path.name not in _NOT_TOKENIZER_FILES:
-            shutil.copy2(path, partial / path.name)
+            with writing(partial / path.name):
+                shutil.copy2(path, partial / path.name)
 
     has_curve = plot_loss_curve(
         read_metrics(run_dir.train / "metrics.jsonl"),
@@ -126,7 +129,8 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
         gen.prompt or info.widget_text,
         "loss_curve.png" if has_curve else "",
     )
-    (partial / "README.md").write_text(card, encoding="utf-8")
+    with writing(partial / "README.md"):
+        (partial / "README.md").write_text(card, encoding="utf-8")
     warning = baseline_warning(_read_results(run_dir.eval / "results.json"))
     if warning:
         print(f"glotta: warning: {warning}", file=sys.stderr, flush=True)

@@ -50,25 +50,48 @@ def load_causal_lm(model_dir: Path | str, device: torch.device | str = "cpu"):
             f"{model_dir} holds a masked LM (BERT/RoBERTa): it fills in masks and does not "
             "generate or score text left to right; use transformers' fill-mask pipeline"
         )
-    import torch
     from transformers import AutoModelForCausalLM
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise GlottaError(f"cannot load a causal LM from {model_dir}: {exc}") from None
-    return model.to(device).eval()
+    return _from_folder(AutoModelForCausalLM, model_dir, "causal LM").to(device).eval()
 
 
 def load_masked_lm(model_dir: Path | str, device: torch.device | str = "cpu"):
-    import torch
     from transformers import AutoModelForMaskedLM
 
+    return _from_folder(AutoModelForMaskedLM, model_dir, "masked LM").to(device).eval()
+
+
+_RESTORE = "restore it from the checkpoint the model came from, or re-export the model"
+
+
+def _from_folder(loader, model_dir: Path | str, kind: str):
+    """``loader.from_pretrained`` in float32; a damaged config or weights file of a local folder
+    is named in one line (transformers' own messages span lines, safetensors' name no file)."""
+    import torch
+    from safetensors import SafetensorError
+    from transformers import AutoConfig
+
+    folder = Path(model_dir)
     try:
-        model = AutoModelForMaskedLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        config = AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError) as exc:
+        where = folder / "config.json" if folder.is_dir() else folder
+        raise GlottaError(
+            f"{where} is not a readable model config ({_first_line(exc)}); {_RESTORE}"
+        ) from None
+    try:
+        return loader.from_pretrained(str(folder), config=config, dtype=torch.float32)
+    except SafetensorError as exc:
+        weights = sorted(folder.glob("*.safetensors")) or [folder]
+        raise GlottaError(
+            f"{weights[0]} is not readable weights ({_first_line(exc)}); {_RESTORE}"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise GlottaError(f"cannot load a masked LM from {model_dir}: {exc}") from None
-    return model.to(device).eval()
+        raise GlottaError(f"cannot load a {kind} from {folder}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def load_tokenizer(folder: Path | str) -> Tokenizer:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from glotta.diskwrite import writing
 from glotta.errors import GlottaError
 
 MAGIC = b"GLTTOKS\0"
@@ -87,7 +88,8 @@ class ShardWriter:
         """Append ids already laid out by :func:`documents_to_ids` for this vocabulary."""
         if ids.dtype != self.dtype:
             raise ValueError(f"ids of dtype {ids.dtype} for a {self.dtype} shard")
-        self._file.write(ids.tobytes())
+        with writing(self._partial):
+            self._file.write(ids.tobytes())
         self.tokens += ids.size
         self.documents += documents
 
@@ -95,11 +97,12 @@ class ShardWriter:
         """Patch the counts into the header, fsync and rename to the final name."""
         if self._file.closed:
             return
-        self._file.seek(0)
-        self._file.write(self._header())
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        with writing(self._partial):
+            self._file.seek(0)
+            self._file.write(self._header())
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         os.replace(self._partial, self.path)
 
     def abort(self) -> None:

@@ -49,6 +49,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from glotta.diskwrite import torch_save, writing
 from glotta.errors import GlottaError
 
 TRAINING_STATE = "training_state.pt"
@@ -110,17 +111,24 @@ def save_checkpoint(
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     partial = checkpoints_dir / f".{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial, state_dict=model_state, safe_serialization=True)
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(
-        {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": rng},
-        partial / TRAINING_STATE,
-    )
-    (partial / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2))
-    _write_manifest(partial)
-    _fsync_tree(partial)
+    try:
+        with writing(partial / WEIGHTS):
+            model.save_pretrained(partial, state_dict=model_state, safe_serialization=True)
+        torch_save(
+            {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": rng},
+            partial / TRAINING_STATE,
+        )
+        with writing(partial / TRAINER_STATE):
+            (partial / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2))
+        with writing(partial / MANIFEST):
+            _write_manifest(partial)
+            _fsync_tree(partial)
+    except GlottaError:  # a failed write: give the room back; the folder never looked complete
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
         shutil.rmtree(final)
     os.replace(partial, final)

@@ -2,9 +2,11 @@
 
 Every checkpoint's trainer_state.json holds a ``provenance`` record: the fingerprints of the
 stages the weights were trained on (corpus, tokenizer, shards, each chained with the ones before
-it) and every model and training setting. Resuming compares it with the current run:
+it), the content fingerprints of the corpus stage's input files, and every model and training
+setting. Resuming compares it with the current run:
 
-- changed inputs (a new corpus, another tokenizer) or changed model/training settings (learning
+- changed inputs (a new corpus, another tokenizer, an input file edited in place since the
+  corpus was built from it) or changed model/training settings (learning
   rate, batch, architecture, teacher...) are refused: continuing old weights on new inputs
   would export a model that is not what the recipe says; the message names what changed and
   the two ways on;
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from glotta.errors import GlottaError
-from glotta.rundir import RunDir, marker_fingerprint
+from glotta.fingerprints import changed_files
+from glotta.rundir import RunDir, marker_fingerprint, read_marker
 
 # [train] fields that can differ between the sessions of one run without changing what the
 # weights are trained on so far. (A longer max_steps stretches the rest of the decay schedule;
@@ -60,7 +63,8 @@ def upstream_fingerprints(run_dir: RunDir) -> dict[str, str]:
 def provenance(stage_config: Any, run_dir: RunDir) -> dict:
     """The record saved with every checkpoint: upstream fingerprints and all stage settings."""
     settings = json.loads(json.dumps(dataclasses.asdict(stage_config), default=str))
-    return {"inputs": upstream_fingerprints(run_dir), "settings": settings}
+    files = (read_marker(run_dir.corpus) or {}).get("inputs")
+    return {"inputs": upstream_fingerprints(run_dir), "files": files, "settings": settings}
 
 
 def _flatten(settings: dict) -> dict[str, Any]:
@@ -95,12 +99,18 @@ def check_resume(recorded: dict | None, current: dict, checkpoint: Path) -> dict
     inputs = [
         name for name in UPSTREAM if recorded.get("inputs", {}).get(name) != current["inputs"][name]
     ]
+    edited = changed_files(recorded.get("files"))
     old, new = _flatten(recorded.get("settings", {})), _flatten(current["settings"])
     changed = {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys())}
     changed = {k: v for k, v in changed.items() if v[0] != v[1]}
     unsafe = [k for k in changed if not _is_safe(k)]
-    if inputs or unsafe:
+    if inputs or unsafe or edited:
         reasons = []
+        if edited:
+            more = f" (and {len(edited) - 3} more)" if len(edited) > 3 else ""
+            reasons.append(
+                f"the corpus input {', '.join(edited[:3])}{more} changed since the corpus was built"
+            )
         if inputs:
             later = inputs[1:]
             reasons.append(
