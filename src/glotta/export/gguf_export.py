@@ -14,16 +14,16 @@ cannot be q8_0 and is written f16.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from glotta.config import GGUF_TYPES
 from glotta.errors import GlottaError
 from glotta.export.gguf_vocab import GGUFVocab, read_vocab, unknown_character_share
-
-GGUF_TYPES = ("f32", "f16", "q8_0")
 
 
 def gguf_name(gguf_type: str) -> str:
@@ -162,3 +162,26 @@ def export_gguf(
         for gguf_type in dict.fromkeys(types)
     ]
     return paths, note
+
+
+def card_paragraph(files: list[str], note: str, prompt: str) -> str:
+    """The model card's llama.cpp / Ollama paragraph for the GGUF ``files`` written ('' if none)."""
+    if not files:
+        return ""
+    first = files[0]
+    body = json.dumps({"prompt": prompt or "Hello", "n_predict": 64}, ensure_ascii=False)
+    body = body.replace("'", "'\\''")  # inside the shell's single quotes
+    listing = ", ".join(f"`{name}`" for name in files)
+    text = (
+        f"### llama.cpp and Ollama\n\nThe folder also holds GGUF files for llama.cpp: {listing} "
+        "(f32 = full precision, f16 = half, q8_0 = 8-bit blocks). With llama.cpp's server:\n\n"
+        f"```sh\nllama-server -m {first} --port 8080\n"
+        f"curl http://localhost:8080/completion -d '{body}'\n```\n\n"
+        "With Ollama (plain text completion, no chat template):\n\n"
+        f'```sh\nprintf \'FROM ./{first}\\nTEMPLATE "{{{{ .Prompt }}}}"\\n\' > Modelfile\n'
+        "ollama create my-model -f Modelfile\n"
+        f"ollama run my-model {json.dumps(prompt or 'Hello', ensure_ascii=False)}\n```\n"
+    )
+    if note:
+        text += f"\nNote: {note}.\n"
+    return text

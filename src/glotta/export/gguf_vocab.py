@@ -233,11 +233,16 @@ def vocabulary_characters(vocab: GGUFVocab) -> set[str]:
     return chars
 
 
-def unknown_character_share(vocab: GGUFVocab, texts: Iterable[str]) -> tuple[int, int]:
-    """(characters llama.cpp turns into <unk>, all characters) over ``texts``."""
+def unknown_character_share(
+    vocab: GGUFVocab, texts: Iterable[str], max_chars: int = 20_000_000
+) -> tuple[int, int]:
+    """(characters llama.cpp turns into <unk>, all characters) over ``texts``, read up to about
+    ``max_chars`` characters (a share is all the card needs; a whole split could be GBs)."""
     known = vocabulary_characters(vocab)
     unknown = total = 0
     for text in texts:
         total += len(text)
         unknown += sum(1 for c in text if c not in known)
+        if total >= max_chars:
+            break
     return unknown, total
