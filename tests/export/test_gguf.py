@@ -49,7 +49,9 @@ def mixed_texts(count: int, seed: int, specials: list[str]) -> list[str]:
 def build(kind: str, arch: str, folder):
     """A tokenizer of ``kind`` trained on real text and a tiny random ``arch`` model saved as an
     exported HF folder, plus its GGUF files."""
-    train_tokenizer(TokenizerConfig(kind=kind, vocab_size=2000, character_coverage=0.995), REAL, folder)
+    train_tokenizer(
+        TokenizerConfig(kind=kind, vocab_size=2000, character_coverage=0.995), REAL, folder
+    )
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -64,7 +66,7 @@ def build(kind: str, arch: str, folder):
     # Random weights at init scale give near-uniform predictions; larger ones give a spread of
     # log-probabilities in which a wrong transform (a missed transpose or permutation) shows.
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.ndim == 2:
                 param.normal_(0.0, 0.15)
     model.eval()
@@ -106,7 +108,8 @@ def test_llama_cpp_tokenizes_like_the_hf_tokenizer(exported):
     mismatches = [
         (text, hf, ours)
         for text in checked
-        if (hf := tokenizer.encode(text, add_special_tokens=False)) != (ours := llama.tokenize(text))
+        if (hf := tokenizer.encode(text, add_special_tokens=False))
+        != (ours := llama.tokenize(text))
     ]
     assert not mismatches, mismatches[:3]
 
@@ -158,5 +161,7 @@ def test_llama_cpp_predicts_like_transformers(exported, gguf_type):
         ranked = np.sort(expected)[::-1]
         for rank, (token_id, _) in enumerate(top):
             assert abs(expected[token_id] - ranked[rank]) <= 2 * tolerance
-    print(f"{kind} {model.config.model_type} {gguf_type}: largest log-probability difference {worst:.2e}")
+    print(
+        f"{kind} {model.config.model_type} {gguf_type}: largest log-probability difference {worst:.2e}"
+    )
     assert worst < tolerance

@@ -178,7 +178,7 @@ def card_paragraph(files: list[str], note: str, prompt: str) -> str:
         f"```sh\nllama-server -m {first} --port 8080\n"
         f"curl http://localhost:8080/completion -d '{body}'\n```\n\n"
         "With Ollama (plain text completion, no chat template):\n\n"
-        f'```sh\nprintf \'FROM ./{first}\\nTEMPLATE "{{{{ .Prompt }}}}"\\n\' > Modelfile\n'
+        f"```sh\nprintf 'FROM ./{first}\\nTEMPLATE \"{{{{ .Prompt }}}}\"\\n' > Modelfile\n"
         "ollama create my-model -f Modelfile\n"
         f"ollama run my-model {json.dumps(prompt or 'Hello', ensure_ascii=False)}\n```\n"
     )

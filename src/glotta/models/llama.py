@@ -183,8 +183,4 @@ def rope_pairs_interleaved(weight: np.ndarray, n_heads: int) -> np.ndarray:
     """
     out_dim = weight.shape[0]
     half = out_dim // n_heads // 2
-    return (
-        weight.reshape(n_heads, 2, half, *weight.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(weight.shape)
-    )
+    return weight.reshape(n_heads, 2, half, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
