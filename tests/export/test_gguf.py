@@ -73,16 +73,17 @@ def build(kind: str, arch: str, folder):
                 param.normal_(0.0, 0.15)
     model.eval()
     model.save_pretrained(folder)
-    export_gguf(folder, list(TYPES), "test", REAL[:100])
-    return tokenizer, model
+    # Held-out text with characters the Unigram vocabulary lacks (character_coverage < 1).
+    _paths, note = export_gguf(folder, list(TYPES), "test", REAL)
+    return tokenizer, model, note
 
 
 @pytest.fixture(scope="module", params=[("bpe", "gpt2"), ("unigram", "llama")], ids=str)
 def exported(request, tmp_path_factory):
     kind, arch = request.param
     folder = tmp_path_factory.mktemp(f"{kind}-{arch}")
-    tokenizer, model = build(kind, arch, folder)
-    return kind, folder, tokenizer, model
+    tokenizer, model, note = build(kind, arch, folder)
+    return kind, folder, tokenizer, model, note
 
 
 def representable(kind: str, text: str, known: set[str]) -> bool:
@@ -98,7 +99,7 @@ def representable(kind: str, text: str, known: set[str]) -> bool:
 
 
 def test_llama_cpp_tokenizes_like_the_hf_tokenizer(exported):
-    kind, folder, tokenizer, _model = exported
+    kind, folder, tokenizer, _model, _note = exported
     llama = LlamaCpp(folder / gguf_name("f32"))
     vocab = read_vocab(folder, len(tokenizer))
     known = vocabulary_characters(vocab)
@@ -118,7 +119,7 @@ def test_llama_cpp_tokenizes_like_the_hf_tokenizer(exported):
 
 
 def test_unigram_characters_outside_the_vocabulary_become_unk(exported):
-    kind, folder, tokenizer, _model = exported
+    kind, folder, tokenizer, _model, _note = exported
     if kind != "unigram":
         pytest.skip("byte-level BPE has every byte in its vocabulary")
     llama = LlamaCpp(folder / gguf_name("f32"))
@@ -129,6 +130,27 @@ def test_unigram_characters_outside_the_vocabulary_become_unk(exported):
     assert ids.count(tokenizer.unk_token_id) == 1  # a run of unknown characters: one <unk>
     assert tokenizer.unk_token_id not in hf  # where tokenizers falls back to bytes
     assert ids[:2] == hf[:2]
+
+
+def test_the_export_measures_what_llama_cpp_cannot_tokenize(exported):
+    kind, folder, tokenizer, _model, note = exported
+    if kind == "bpe":
+        assert note == ""  # exact: nothing to report
+        return
+    # Independently of the export's own count: the characters the HF tokenizer spells in bytes.
+    text = "".join(REAL)
+    by_bytes = {
+        c
+        for c in set(text)
+        if any(
+            re.fullmatch(r"<0x[0-9A-F]{2}>", t)
+            for t in tokenizer.convert_ids_to_tokens(tokenizer.encode(c, add_special_tokens=False))
+        )
+    }
+    expected = sum(c in by_bytes for c in text) / len(text)
+    assert expected > 0  # character_coverage 0.995 leaves some characters to byte fallback
+    assert f"{100 * expected:.3f}% of the {len(text):,} held-out characters" in note
+    assert "<unk>" in note
 
 
 # Bounds on |llama.cpp - transformers| next-token log-probability over the top 5 of 8 prompts,
@@ -148,7 +170,7 @@ TOLERANCE = {
 
 @pytest.mark.parametrize("gguf_type", TYPES)
 def test_llama_cpp_predicts_like_transformers(exported, gguf_type):
-    kind, folder, tokenizer, model = exported
+    kind, folder, tokenizer, model, _note = exported
     llama = LlamaCpp(folder / gguf_name(gguf_type), exact=gguf_type == "f32")
     tolerance = TOLERANCE[model.config.model_type, gguf_type]
     worst = 0.0
