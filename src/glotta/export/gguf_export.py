@@ -173,7 +173,7 @@ def card_paragraph(files: list[str], note: str, prompt: str) -> str:
     body = body.replace("'", "'\\''")  # inside the shell's single quotes
     listing = ", ".join(f"`{name}`" for name in files)
     text = (
-        f"### llama.cpp and Ollama\n\nThe folder also holds GGUF files for llama.cpp: {listing} "
+        f"\n### llama.cpp and Ollama\n\nThe folder also holds GGUF files for llama.cpp: {listing} "
         "(f32 = full precision, f16 = half, q8_0 = 8-bit blocks). With llama.cpp's server:\n\n"
         f"```sh\nllama-server -m {first} --port 8080\n"
         f"curl http://localhost:8080/completion -d '{body}'\n```\n\n"
