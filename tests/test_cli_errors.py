@@ -88,6 +88,8 @@ def _cases(f: dict[str, Path]) -> list[tuple[list[str], list[str]]]:
         (["train", "--run-dir", str(f["empty"]), *tiny], ["no packed shards", "glotta pack"]),
         (["train", "--run-dir", str(f["empty"]), "--resume", "--no-resume"], ["contradict"]),
         (["export", "--run-dir", str(f["empty"]), *tiny], ["no finished training"]),
+        (["export", "--run-dir", str(f["empty"]), *tiny, "--gguf", "q4_k"],
+         ["export.gguf = 'q4_k'", "f32, f16, q8_0"]),
         (["generate"], ["--model"]),
         (["generate", "--model", missing], ["does-not-exist", "no such folder"]),
         (["generate", "--run-dir", missing], ["does-not-exist", "no such folder"]),

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from glotta.config import DistillConfig, Recipe, TokenizerConfig, TrainConfig
+from glotta.config import GGUF_TYPES, DistillConfig, Recipe, TokenizerConfig, TrainConfig
 from glotta.errors import GlottaError
 
 MLM_TOKENIZERS = ("wordpiece", "roberta-bpe")
@@ -269,6 +269,19 @@ def _later_stages(p: _Problems, recipe: Recipe, check_files: bool) -> None:
             _check_folder(p, "ner.model", n.model, "config.json")
 
 
+def _gguf(p: _Problems, recipe: Recipe) -> None:
+    for gguf_type in recipe.export.gguf:
+        p.need(gguf_type in GGUF_TYPES, "export.gguf", gguf_type,
+               f"is not a GGUF type glotta writes ({', '.join(GGUF_TYPES)})")  # fmt: skip
+    if not recipe.export.gguf:
+        return
+    p.need(recipe.train.objective == "clm", "export.gguf", recipe.export.gguf,
+           "GGUF is written for causal LMs (train.objective = 'clm') only")  # fmt: skip
+    t = recipe.tokenizer
+    p.need(bool(t.pretrained) or t.kind in ("bpe", "unigram"), "export.gguf", recipe.export.gguf,
+           f"needs a bpe or unigram tokenizer (tokenizer.kind = {t.kind!r})")  # fmt: skip
+
+
 def generate_problems(p: list[str], recipe: Recipe) -> list[str]:
     """Sampling settings (also checked alone by `glotta generate`)."""
     problems = p if isinstance(p, _Problems) else _Problems()
@@ -314,6 +327,7 @@ def recipe_problems(
     _train(p, recipe, bool({"train", "distill"} & stages))
     _distill(p, recipe, "distill" in stages)
     _later_stages(p, recipe, "ner" in stages)
+    _gguf(p, recipe)
     if "export" in stages and recipe.export.out:
         if problem := writable_problem(Path(recipe.export.out), "export.out"):
             p.append(problem)

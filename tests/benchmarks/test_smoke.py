@@ -103,6 +103,19 @@ def test_generate_speed_on_a_trained_model_uses_its_own_tokenizer(tiny_run, tmp_
     assert line["batched"]["same_tokens"] is True  # every row of the batch too
 
 
+def test_gguf_speed_smoke(smoke_data, tmp_path):
+    pytest.importorskip("xllamacpp")
+    line = bench("gguf_speed", "--data-dir", str(smoke_data), "--results-dir", str(tmp_path),
+                 results=tmp_path)  # fmt: skip
+    sides = ("glotta", "llama.cpp f32", "llama.cpp f16", "llama.cpp q8_0")
+    for side in sides:
+        assert line["results"][side]["tokens_per_second"] > 0
+        assert line["results"][side]["new_tokens"] == 8  # end-of-text stops neither side
+    assert set(line["ratio_to_glotta"]) == set(sides[1:])
+    assert 0 <= line["f32_leading_tokens_equal"] <= 8
+    assert results_file(tmp_path, "gguf_speed-")["timings"]["llama.cpp q8_0"]
+
+
 def test_pack_speed_smoke(smoke_data, tmp_path):
     line = bench("pack_speed", "--base-dir", str(smoke_data), "--work-dir", str(tmp_path / "w"),
                  "--results-dir", str(tmp_path), "--repeats", "2", results=tmp_path)  # fmt: skip

@@ -26,6 +26,7 @@ __all__ = [
     "DistillConfig",
     "EvalConfig",
     "ExportConfig",
+    "GGUF_TYPES",
     "GenerateConfig",
     "ModelConfig",
     "NerConfig",
@@ -84,12 +85,20 @@ class GenerateConfig:
     seed: int = opt(0, "Sampling seed.")
 
 
+GGUF_TYPES = ("f32", "f16", "q8_0")  # the tensor types export.gguf writes
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """Stage 6: Hugging Face folder with model card."""
 
     out: str = opt("", "Output folder ('' = RUN_DIR/export).")
     tags: list[str] = opt(["glotta", "text-generation"], "Extra model card tags.")
+    gguf: list[str] = opt(
+        [],
+        "Also write llama.cpp GGUF files model-TYPE.gguf into the folder, one per type: f32, "
+        "f16 or q8_0 (8-bit blocks); causal LMs (gpt2, llama) with a bpe or unigram tokenizer.",
+    )
 
 
 @dataclass(frozen=True)

@@ -478,8 +478,14 @@ def _ner_section(ner: dict) -> str:
 
 
 def render_card(
-    run_dir_files: dict[str, Path], info: RecipeInfo, tags: list[str], widget: str, loss_curve: str
+    run_dir_files: dict[str, Path],
+    info: RecipeInfo,
+    tags: list[str],
+    widget: str,
+    loss_curve: str,
+    llama_cpp_section: str = "",
 ) -> str:
+    """The model card; ``llama_cpp_section``: how to run the folder's GGUF files, if any."""
     corpus_stats = _read_json(run_dir_files["corpus_stats"])
     tokenizer_stats = _read_json(run_dir_files["tokenizer_stats"])
     train_config = _read_json(run_dir_files["train_config"])
@@ -536,6 +542,7 @@ def render_card(
             else f"A {'masked' if masked else 'causal'} language model trained with glotta."
         ),
         usage=_usage(masked, widget, tokenizer_stats.get("mask_token") or "[MASK]", headless),
+        llama_cpp_section=llama_cpp_section,
         recipe_name=info.name,
         how_trained=(
             f"distilled from `{distill.get('teacher', {}).get('source')}`"

@@ -4,6 +4,7 @@
       config.json  model.safetensors  generation_config.json
       tokenizer.json  tokenizer_config.json  ...
       README.md  loss_curve.png
+      model-f16.gguf ...   ([export] gguf: llama.cpp files, see glotta.export.gguf_export)
 
 The folder is assembled under a temporary name and renamed into place, so a failed export never
 leaves a folder that looks publishable.
@@ -109,6 +110,16 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
             with writing(partial / path.name):
                 shutil.copy2(path, partial / path.name)
 
+    gguf_files, gguf_note = [], ""
+    if cfg.gguf:
+        from glotta.documents import read_documents
+        from glotta.export.gguf_export import card_paragraph, export_gguf
+
+        # Held-out text measures what llama.cpp's tokenizer cannot represent (Unigram).
+        valid = run_dir.corpus / "valid.jsonl"
+        heldout = read_documents(valid) if valid.is_file() else ()
+        paths, gguf_note = export_gguf(partial, cfg.gguf, info.name, heldout)
+        gguf_files = [path.name for path in paths]
     has_curve = plot_loss_curve(
         read_metrics(run_dir.train / "metrics.jsonl"),
         partial / "loss_curve.png",
@@ -125,9 +136,10 @@ def run_export(cfg: ExportConfig, info: RecipeInfo, gen: GenerateConfig, run_dir
             "ner_results": run_dir.eval / "ner.json",
         },
         info,
-        cfg.tags,
+        [*cfg.tags, "gguf"] if gguf_files else cfg.tags,
         gen.prompt or info.widget_text,
         "loss_curve.png" if has_curve else "",
+        card_paragraph(gguf_files, gguf_note, gen.prompt or info.widget_text) if gguf_files else "",
     )
     with writing(partial / "README.md"):
         (partial / "README.md").write_text(card, encoding="utf-8")

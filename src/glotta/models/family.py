@@ -204,6 +204,11 @@ class ModelFamily:
         """Record a grown context in the config, so the exported folder says the new size."""
         config.max_position_embeddings = n_positions + self.position_offset(config)
 
+    def gguf(self, model: PreTrainedModel) -> Any:
+        """The model as llama.cpp's GGUF sees it (a :class:`glotta.models.gguf_spec.GGUFSpec`):
+        the family's own mapping of names, transforms and hyperparameters."""
+        raise GlottaError(f"GGUF export is not supported for model.arch = {self.name!r}")
+
     def card_shape(self, config: PretrainedConfig) -> dict[str, Any]:
         """Layers, width, heads and context for the model card's table."""
         return {

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 from glotta.config import ModelConfig
 from glotta.models.family import ModelFamily, Shape
+from glotta.models.gguf_spec import GGUFSpec, float32_state, head_is_tied, unsupported
 
 if TYPE_CHECKING:
+    import numpy as np
     from transformers import LlamaConfig
 
 DEFAULT_ROPE_THETA = 10000.0
@@ -121,3 +123,69 @@ class LlamaFamily(ModelFamily):
         shape["kv_heads"] = config.num_key_value_heads
         shape["rope_theta"] = config.rope_parameters.get("rope_theta")
         return shape
+
+    def gguf(self, model) -> GGUFSpec:
+        """llama.cpp's "llama" architecture (grouped-query attention, RoPE base, tied or not)."""
+        from gguf import Keys
+
+        c = model.config
+        rope = c.rope_parameters or {}
+        if rope.get("rope_type", "default") != "default":
+            raise unsupported("llama", "rope_parameters.rope_type", rope.get("rope_type"),
+                              "only plain RoPE (a base, no scaling) is exported")  # fmt: skip
+        if c.hidden_act != "silu" or c.attention_bias or c.mlp_bias:
+            raise unsupported("llama", "hidden_act / attention_bias / mlp_bias",
+                              (c.hidden_act, c.attention_bias, c.mlp_bias),
+                              "llama.cpp's llama is SwiGLU without biases")  # fmt: skip
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        kv_heads = c.num_key_value_heads or c.num_attention_heads
+        metadata = {
+            Keys.LLM.CONTEXT_LENGTH: c.max_position_embeddings,
+            Keys.LLM.EMBEDDING_LENGTH: c.hidden_size,
+            Keys.LLM.FEED_FORWARD_LENGTH: c.intermediate_size,
+            Keys.LLM.BLOCK_COUNT: c.num_hidden_layers,
+            Keys.LLM.VOCAB_SIZE: c.vocab_size,
+            Keys.Attention.HEAD_COUNT: c.num_attention_heads,
+            Keys.Attention.HEAD_COUNT_KV: kv_heads,
+            Keys.Attention.KEY_LENGTH: head_dim,
+            Keys.Attention.VALUE_LENGTH: head_dim,
+            Keys.Attention.LAYERNORM_RMS_EPS: c.rms_norm_eps,
+            Keys.Rope.DIMENSION_COUNT: head_dim,
+            # The base of the last training phase: extend_context writes it into the config.
+            Keys.Rope.FREQ_BASE: float(rope.get("rope_theta", DEFAULT_ROPE_THETA)),
+        }
+        state = float32_state(model.base_model)
+        tensors = [("token_embd.weight", state["embed_tokens.weight"])]
+        for i in range(c.num_hidden_layers):
+            p = f"layers.{i}."
+            tensors += [
+                (f"blk.{i}.attn_norm.weight", state[p + "input_layernorm.weight"]),
+                (f"blk.{i}.attn_q.weight",
+                 rope_pairs_interleaved(state[p + "self_attn.q_proj.weight"], c.num_attention_heads)),
+                (f"blk.{i}.attn_k.weight",
+                 rope_pairs_interleaved(state[p + "self_attn.k_proj.weight"], kv_heads)),
+                (f"blk.{i}.attn_v.weight", state[p + "self_attn.v_proj.weight"]),
+                (f"blk.{i}.attn_output.weight", state[p + "self_attn.o_proj.weight"]),
+                (f"blk.{i}.ffn_norm.weight", state[p + "post_attention_layernorm.weight"]),
+                (f"blk.{i}.ffn_gate.weight", state[p + "mlp.gate_proj.weight"]),
+                (f"blk.{i}.ffn_up.weight", state[p + "mlp.up_proj.weight"]),
+                (f"blk.{i}.ffn_down.weight", state[p + "mlp.down_proj.weight"]),
+            ]  # fmt: skip
+        tensors.append(("output_norm.weight", state["norm.weight"]))
+        if not head_is_tied(model):  # tied: llama.cpp reuses token_embd when output is absent
+            head = model.get_output_embeddings().weight.detach().float().numpy()
+            tensors.append(("output.weight", head))
+        return GGUFSpec("llama", metadata, tensors)
+
+
+def rope_pairs_interleaved(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """Reorder a query/key projection's output rows from HF's rotate-half RoPE layout to the
+    interleaved one of llama.cpp's "llama" rope.
+
+    HF rotates dimension j of a head together with j + head_dim/2; GGML's normal rope rotates
+    2j with 2j+1. Putting row j at 2j and row j + head_dim/2 at 2j+1 in every head makes both
+    rotate the same pairs by the same angles, so q.k, and the attention, are unchanged.
+    """
+    out_dim = weight.shape[0]
+    half = out_dim // n_heads // 2
+    return weight.reshape(n_heads, 2, half, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
