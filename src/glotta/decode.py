@@ -45,9 +45,9 @@ def make_decoder(model, rows: int = 1, length: int = 0, compile: bool = False):
     models in their usual configurations, else :class:`RecomputeDecoder`.
 
     ``compile`` wraps :meth:`KVDecoder.forward` in ``torch.compile`` (dynamic shapes). Off by
-    default: on a 2-core CPU it did not pay (batch 1, GPT-2 6 x 384, 32k vocabulary: 22 ms per
-    token compiled against 18-25 eager, after 5 minutes of compiling on a loaded machine): the
-    step is bound by reading the weights, which compiling does not change.
+    default: a decode step is bound by reading the weights, which compiling does not change, so
+    on a 2-core CPU it does not pay (batch 1, GPT-2 6 x 384, 32k vocabulary: 22 ms per token
+    compiled against 18-25 eager) and the compile itself takes minutes.
     """
     length = length or context_length(model)
     if KVDecoder.supports(model):

@@ -16,7 +16,6 @@ class MistralFamily(ModelFamily):
     objectives = ("clm",)
     model_types = ("mistral",)
     presets = {"tiny": Shape(2, 64, 4, 2, 160)}
-    pipeline_tag = "text-generation"
     rotary_positions = True
     model_class = MistralForCausalLM
     auto_class = AutoModelForCausalLM

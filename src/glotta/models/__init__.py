@@ -3,7 +3,7 @@
 Every model is a Hugging Face ``transformers`` class, so any HF checkpoint loads (``init_from``,
 teachers) and export is ``save_pretrained``. What differs between architectures — presets, how
 to build one from ``[model]``, its blocks, its context length and how to extend it, the
-objectives it trains with, the card's pipeline tag — lives in one :class:`ModelFamily` per
+objectives it trains with — lives in one :class:`ModelFamily` per
 architecture (``gpt2``, ``bert``, ``roberta``, ``llama``; one module each). The rest of glotta
 calls the functions below and never branches on an architecture name.
 
@@ -57,7 +57,6 @@ __all__ = [
     "load_masked_lm",
     "load_tokenizer",
     "model_setting_problems",
-    "position_offset",
     "register_family",
     "transformer_blocks",
 ]
@@ -73,10 +72,6 @@ def register_family(model_family: ModelFamily) -> ModelFamily:
 
 for _family in (GPT2Family(), BertFamily(), RobertaFamily(), LlamaFamily()):
     register_family(_family)
-
-
-def families() -> dict[str, ModelFamily]:
-    return dict(_FAMILIES)
 
 
 def family(arch: str) -> ModelFamily:
@@ -165,12 +160,6 @@ def build_masked_lm(cfg: ModelConfig, vocab_size: int, block_size: int, special_
 def transformer_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
     """The model's transformer blocks in order (FSDP units, student cuts)."""
     return _known_family_of(model, "finding the transformer blocks").blocks(model)
-
-
-def position_offset(config: PretrainedConfig) -> int:
-    """Position ids that come before the first token (RoBERTa counts from ``pad_token_id + 1``)."""
-    found = family_of(config)
-    return found.position_offset(config) if found else 0
 
 
 def context_length(model_or_config: PreTrainedModel | PretrainedConfig) -> int:

@@ -3,8 +3,8 @@
 A family (GPT-2, BERT, RoBERTa, Llama ...) is a subclass of :class:`ModelFamily` registered by
 name (:func:`glotta.models.register_family`). The training loop, distillation, evaluation,
 export and generation ask the family — its presets, how to build a model from ``[model]``, its
-transformer blocks, its context length and how to extend it, the objectives it supports, the
-card's pipeline tag — and never branch on an architecture name or reach into
+transformer blocks, its context length and how to extend it, the objectives it supports — and
+never branch on an architecture name or reach into
 ``model.transformer.h`` themselves (torchtitan's ``ModelSpec``, litgpt's ``Config``).
 
 The defaults here suit a Hugging Face model with learned absolute position embeddings; a family
@@ -57,7 +57,6 @@ class ModelFamily:
     objectives: ClassVar[tuple[str, ...]]  # training objectives it supports: 'clm', 'mlm'
     model_types: ClassVar[tuple[str, ...]]  # transformers' config.model_type values it covers
     presets: ClassVar[dict[str, Shape]]
-    pipeline_tag: ClassVar[str]  # the model card's Hugging Face pipeline tag
     # Built from scratch from ``hf_config``: a transformers class, or its name in transformers.
     model_class: ClassVar[type[PreTrainedModel] | str]
     # The transformers Auto class (or its name) that loads ``init_from`` checkpoints.

@@ -23,7 +23,6 @@ class GPT2Family(ModelFamily):
         "large": Shape(36, 1280, 20),
         "xl": Shape(48, 1600, 25),
     }
-    pipeline_tag = "text-generation"
     model_class = "GPT2LMHeadModel"
     auto_class = "AutoModelForCausalLM"
 

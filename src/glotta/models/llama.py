@@ -44,7 +44,6 @@ class LlamaFamily(ModelFamily):
     objectives = ("clm",)
     model_types = ("llama",)
     presets = PRESETS
-    pipeline_tag = "text-generation"
     rotary_positions = True
     model_class = "LlamaForCausalLM"
     auto_class = "AutoModelForCausalLM"
