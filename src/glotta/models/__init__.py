@@ -39,12 +39,15 @@ if TYPE_CHECKING:  # not at run time: validating a recipe must not import torch 
     import torch
     from transformers import PretrainedConfig, PreTrainedModel
 
+    from glotta.models.decoding import DecodeLayout
+
 __all__ = [
     "ModelFamily",
     "Shape",
     "build_model",
     "context_length",
     "count_parameters",
+    "decode_layout",
     "eos_id_of",
     "extend_positions",
     "family",
@@ -160,6 +163,20 @@ def build_masked_lm(cfg: ModelConfig, vocab_size: int, block_size: int, special_
 def transformer_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
     """The model's transformer blocks in order (FSDP units, student cuts)."""
     return _known_family_of(model, "finding the transformer blocks").blocks(model)
+
+
+def decode_layout(model: PreTrainedModel) -> DecodeLayout:
+    """How the static-cache decoder computes ``model``'s blocks, asked of its family; raises
+    ``NoDecodeLayout`` with the reason where none fits (another architecture, a setting the
+    layout does not implement, training mode)."""
+    from glotta.models.decoding import NoDecodeLayout
+
+    found = family_of(model)
+    if found is None:
+        raise NoDecodeLayout(f"no model family covers {model.config.model_type!r} models")
+    if model.training:  # dropout would be on: the transformers modules are the reference then
+        raise NoDecodeLayout("the model is in training mode")
+    return found.make_decode_layout(model, context_length(model))
 
 
 def context_length(model_or_config: PreTrainedModel | PretrainedConfig) -> int:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig, PreTrainedModel
 
+    from glotta.models.decoding import DecodeLayout
+
 
 def transformers_class(cls_or_name: type | str) -> Any:
     """A transformers class given as itself or by its name in ``transformers``."""
@@ -62,6 +64,10 @@ class ModelFamily:
     # The transformers Auto class (or its name) that loads ``init_from`` checkpoints.
     auto_class: ClassVar[Any]
     rotary_positions: ClassVar[bool] = False  # RoPE (no position table; rope_theta applies)
+    # How glotta.decode's static-cache decoder computes this family's blocks: a name in
+    # glotta.models.decoding.LAYOUTS ("gpt2-style", "llama-style"), or None where no layout
+    # fits (generation then recomputes the whole prefix per token, and says so).
+    decode_layout: ClassVar[str | None] = None
 
     # -- building -------------------------------------------------------------------------------
 
@@ -178,6 +184,20 @@ class ModelFamily:
     def set_context_length(self, config: PretrainedConfig, n_positions: int) -> None:
         """Record a grown context in the config, so the exported folder says the new size."""
         config.max_position_embeddings = n_positions + self.position_offset(config)
+
+    def make_decode_layout(self, model: PreTrainedModel, context: int) -> DecodeLayout:
+        """The family's blocks as a :class:`~glotta.models.decoding.DecodeLayout`; raises
+        ``NoDecodeLayout`` (saying why) where the family or this model's settings have none. A
+        family whose blocks no shared layout computes overrides this with its own."""
+        from glotta.models.decoding import LAYOUTS, NoDecodeLayout
+
+        if self.decode_layout is None:
+            raise NoDecodeLayout(f"model family {self.name!r} declares no decode layout")
+        layout = LAYOUTS[self.decode_layout]
+        problem = layout.problem(model, context)
+        if problem:
+            raise NoDecodeLayout(problem)
+        return layout(model, context)
 
     def card_shape(self, config: PretrainedConfig) -> dict[str, Any]:
         """Layers, width, heads and context for the model card's table."""

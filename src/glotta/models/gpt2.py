@@ -25,6 +25,7 @@ class GPT2Family(ModelFamily):
     }
     model_class = "GPT2LMHeadModel"
     auto_class = "AutoModelForCausalLM"
+    decode_layout = "gpt2-style"
 
     def hf_config(self, cfg: ModelConfig, vocab_size, block_size, special_ids) -> GPT2Config:
         from transformers import GPT2Config

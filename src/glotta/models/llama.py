@@ -47,6 +47,7 @@ class LlamaFamily(ModelFamily):
     rotary_positions = True
     model_class = "LlamaForCausalLM"
     auto_class = "AutoModelForCausalLM"
+    decode_layout = "llama-style"
 
     def hf_config(self, cfg: ModelConfig, vocab_size, block_size, special_ids) -> LlamaConfig:
         from transformers import LlamaConfig
