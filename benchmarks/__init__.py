@@ -1,1 +1,1 @@
-"""Speed benchmarks of glotta against Hugging Face tooling (GitHub issue 3); see README.md."""
+"""Speed and memory benchmarks of glotta against Hugging Face tooling; see README.md."""

@@ -49,9 +49,12 @@ from benchmarks.common import (
     today,
 )
 
-GOAL_SPEEDUP = 3.0  # issue 3, batch 1
-GOAL_BATCH1 = 2.0  # issue 13: batch 1 >= 2x model.generate
-GOAL_BATCHED = 4.0  # issue 13: 8 prompts together >= 4x eight batch-1 generate calls
+# What makes glotta's own decode loop worth keeping over transformers' generate(): at batch 1
+# (one user of `glotta generate`) at least 2x, aiming at 3x; with 8 prompts decoded together
+# (a server's batch) at least 4x eight batch-1 generate() calls.
+GOAL_SPEEDUP = 3.0
+GOAL_BATCH1 = 2.0
+GOAL_BATCHED = 4.0
 # Prompts for the batched measurement (different lengths, as a server's requests would be).
 BATCH_PROMPTS = (
     "Он долго бродил по",
@@ -310,12 +313,12 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
         "batched_ratio": batched_ratio,
         "notes": notes,
         "goals": {
-            "speedup": _goal(speedup, GOAL_SPEEDUP, "issue 3: batch 1 vs model.generate"),
-            "batch1_speedup": _goal(speedup, GOAL_BATCH1, "issue 13: batch 1 vs model.generate"),
+            "speedup": _goal(speedup, GOAL_SPEEDUP, "batch 1 vs model.generate (aim)"),
+            "batch1_speedup": _goal(speedup, GOAL_BATCH1, "batch 1 vs model.generate"),
             "batched_speedup": _goal(
                 batched_ratio,
                 GOAL_BATCHED,
-                "issue 13: 8 prompts together vs 8 batch-1 model.generate calls",
+                "8 prompts together vs 8 batch-1 model.generate calls",
                 applies=len(batch_prompts) == 8,
             ),
         },
@@ -413,7 +416,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default=d.batch_prompts,
         help="Prompts of the batched measurement: glotta decodes them together, HF generates "
         f"them one call after another (0 = batch 1 only; default: {d.batch_prompts}; the "
-        "issue 13 goal is stated for 8).",
+        "batched goal is stated for 8).",
     )
     p.add_argument(
         "--greedy",

@@ -1,4 +1,4 @@
-"""The GPU check (issue 13, item 5): GPT-2 small training and generation on one CUDA GPU.
+"""The GPU check: GPT-2 small training and generation on one CUDA GPU.
 
     bash benchmarks/gpu_check.sh                 # on the GPU machine: installs, then runs this
     python -m benchmarks.gpu_check               # the measurement itself (needs CUDA)

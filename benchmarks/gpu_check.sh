@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 13, item 5), one command on a machine with one CUDA GPU:
+# The GPU check, one command on a machine with one CUDA GPU:
 #
 #     bash benchmarks/gpu_check.sh            # from the repository root or anywhere
 #

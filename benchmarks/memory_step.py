@@ -62,7 +62,9 @@ from benchmarks.common import (
 )
 
 SIDES = ("glotta-fused", "glotta-plain", "hf-trainer")
-GOAL_BELOW_TRAINER = 0.40  # issue 13: peak step memory at least 40% below Trainer's
+# The point of glotta's memory work (fused loss, checkpointing, host memory): a step's peak at
+# least 40% below Trainer's, so a model twice the size trains on the same machine.
+GOAL_BELOW_TRAINER = 0.40
 SMOKE = {
     "n_layer": 2,
     "n_embd": 64,

@@ -1,7 +1,7 @@
 """Packing speed: ``glotta pack`` against HF ``datasets`` map(tokenizer) + group_texts.
 
     python -m benchmarks.pack_speed                  # 32 MB smoke-sized corpus
-    python -m benchmarks.pack_speed --size-mb 1024   # the issue's 1 GB measurement
+    python -m benchmarks.pack_speed --size-mb 1024   # the 1 GB measurement of the goal
 
 Builds a JSONL corpus of --size-mb by repeating the real documents of the demo recipe
 (rl-wsd-labeled, ~3 MB of Russian) as often as needed, runs ``glotta corpus`` (dedup off, so the
@@ -419,7 +419,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         "--size-mb",
         type=float,
         default=d.size_mb,
-        help=f"Corpus size in MiB of JSONL (default: {d.size_mb:g}; the issue's goal is for 1024).",
+        help=f"Corpus size in MiB of JSONL (default: {d.size_mb:g}; the goal is stated for 1024).",
     )
     p.add_argument(
         "--vocab-size",

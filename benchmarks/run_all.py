@@ -58,7 +58,7 @@ def run_bench(name: str, args: list[str]) -> dict[str, Any] | None:
 
 
 def headline(name: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The figures the issue asks for, from one benchmark's JSON line."""
+    """The headline figures (those with goals), from one benchmark's JSON line."""
     if record is None:
         return None
     if name == "train":

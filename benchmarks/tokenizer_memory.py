@@ -1,13 +1,13 @@
 """Peak memory of tokenizer training on one huge one-line document, before and after splitting.
 
-    python -m benchmarks.tokenizer_memory                 # 50 MB document (issue 11's case)
+    python -m benchmarks.tokenizer_memory                 # 50 MB document (took 7.4 GB whole)
     python -m benchmarks.tokenizer_memory --size-mb 5     # smoke run
 
 HF tokenizers' trainers pre-tokenize each text whole and keep every split with its offsets; one
-50 MB line took 7.4 GB. glotta now feeds the trainer pieces of at most
+50 MB line took 7.4 GB. So glotta feeds the trainer pieces of at most
 ``glotta.tokenizer.train.TRAINING_PIECE_CHARS`` characters. Both ways run side by side here, each
 in its own process (peak RSS from ``getrusage`` of that process): 'whole' sets the piece size so
-large that nothing is cut, as before the change. The document is the real Russian contexts of
+large that nothing is cut (the trainer's own behaviour). The document is the real Russian contexts of
 the ``rl-wsd-labeled`` package joined into one line and repeated up to the size (repeated text:
 only memory is measured, not quality).
 """

@@ -78,7 +78,7 @@ def test_decoder_logits_equal_the_hf_forward(model, decoder_class):
 def test_glotta_models_get_the_static_cache_decoder(model):
     assert isinstance(make_decoder(model), KVDecoder)
     head = model.get_output_embeddings().weight
-    assert id(head) in make_decoder(model).long_rows  # the transposed head copy, on a CPU
+    assert id(head) in make_decoder(model).layout.long_rows  # the transposed head copy, on a CPU
 
 
 @pytest.mark.parametrize("penalty", [1.0, 1.3])

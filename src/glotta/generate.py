@@ -15,6 +15,7 @@ import torch
 from tokenizers import Tokenizer
 
 from glotta.config import GenerateConfig
+from glotta.device import resolve_device
 from glotta.models import context_length
 
 
@@ -212,9 +213,9 @@ def generate_to_stdout(
     if is_masked_lm(model_dir):
         return fill_masks_to_stdout(model_dir, prompt, tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir or model_dir)
-    model = load_causal_lm(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
+    model = load_causal_lm(model_dir, resolve_device())
     eos_id = eos_id_of(tokenizer, model)
-    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    context = context_length(model)
     if cfg.max_new_tokens >= context:  # learned positions end there: say so instead of cutting
         print(
             f"glotta: notice: max_new_tokens {cfg.max_new_tokens} is beyond the model's context "
@@ -242,7 +243,7 @@ def fill_masks_to_stdout(model_dir: Path, prompt: str, tokenizer_dir=None, top_k
     from glotta.models import load_masked_lm
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir))
-    model = load_masked_lm(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
+    model = load_masked_lm(model_dir, resolve_device())
     mask = tokenizer.mask_token
     if mask not in prompt:
         prompt = f"{prompt} {mask}".strip()

@@ -1,7 +1,8 @@
 """A model family that lives only in the tests: Mistral through transformers' MistralForCausalLM.
 
 It is registered from the test that uses it and touches no other file of glotta — the proof that
-a family is one module plus one ``register_family`` line.
+a family is one module plus one ``register_family`` line, decoding included (its blocks have
+Llama's shape, so it names the shared "llama-style" decode layout).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ class MistralFamily(ModelFamily):
     objectives = ("clm",)
     model_types = ("mistral",)
     presets = {"tiny": Shape(2, 64, 4, 2, 160)}
-    pipeline_tag = "text-generation"
     rotary_positions = True
     model_class = MistralForCausalLM
     auto_class = AutoModelForCausalLM
+    decode_layout = "llama-style"  # generation decodes it with the static KV cache
 
     def hf_config(self, cfg, vocab_size, block_size, special_ids) -> MistralConfig:
         shape = self.shape(cfg)

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from glotta.config import EvalConfig, GenerateConfig, NerConfig
+from glotta.device import resolve_device
 from glotta.documents import read_documents
 from glotta.errors import GlottaError
 from glotta.evaluate.stage import read_text_documents, score_model
@@ -118,7 +119,7 @@ def compare_models(
     speed_tokens: int = 64,
 ) -> list[dict]:
     """One row per model; ``texts()`` yields the held-out documents afresh for each model."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device()
     rows = []
     for candidate in candidates:
         tokenizer_folder = candidate.tokenizer_dir or tokenizer_dir
@@ -195,7 +196,7 @@ def compare_encoders(candidates: list[Candidate], ner_cfg: NerConfig) -> list[di
             "encoders are compared by NER F1: set ner.train_file (and ner.test_file or "
             "ner.test_sentences) in the recipe or with --set"
         )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device()
     rows = []
     for candidate in candidates:
         model = AutoModel.from_pretrained(candidate.model_dir).to(device).eval()

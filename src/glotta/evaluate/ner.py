@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from glotta.config import NerConfig, TrainConfig
+from glotta.device import resolve_device
 from glotta.errors import GlottaError
 from glotta.evaluate.ner_data import Sentence, entity_spans, load_ner_data, ner_scores
 from glotta.models import context_length
@@ -154,18 +155,6 @@ def load_token_classifier(model_dir: Path | str, labels: list[str]):
         raise GlottaError(
             f"cannot load {model_dir} for token classification: {exc}".splitlines()[0]
         ) from None
-
-
-def max_positions(model) -> int:
-    return context_length(model)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GlottaError("ner.device = 'cuda' but no CUDA device is available")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -300,7 +289,7 @@ def run_ner(
     label2id = {label: i for i, label in enumerate(labels)}
     tokenizer = load_fast_tokenizer(tokenizer_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "ner.device")
 
     runs = []
     length_note = ""
@@ -308,7 +297,7 @@ def run_ner(
         seed_started = time.perf_counter()
         seed_everything(seed)  # the new head's initialisation depends on it
         model = load_token_classifier(model_dir, labels).to(device)
-        max_length = min(cfg.max_length, max_positions(model))
+        max_length = min(cfg.max_length, context_length(model))
         if not runs:  # the same for every seed
             if max_length < cfg.max_length:
                 length_note = f"max_length lowered to the model's {max_length} positions"

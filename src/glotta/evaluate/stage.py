@@ -13,10 +13,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer
 
 from glotta.config import EvalConfig
+from glotta.device import resolve_device
 from glotta.documents import read_documents
 from glotta.errors import GlottaError
 from glotta.evaluate.perplexity import Score, score_token_documents, unigram_baseline
@@ -128,7 +128,7 @@ def run_eval(cfg: EvalConfig, run_dir: RunDir) -> dict:
         return _run_masked_eval(cfg, run_dir, checkpoint)
     split_path = run_dir.corpus / f"{cfg.split}.jsonl"
     tokenizer = load_tokenizer(run_dir.tokenizer)
-    model = load_causal_lm(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+    model = load_causal_lm(checkpoint, resolve_device())
     eos_id = eos_id_of(tokenizer, model)
     rows = []
     model_score = score_model(model, tokenizer, read_documents(split_path), cfg, eos_id)
@@ -170,7 +170,7 @@ def _trained_block_size(run_dir: RunDir, model) -> int:
 
 def _run_masked_eval(cfg: EvalConfig, run_dir: RunDir, checkpoint: Path) -> dict:
     """The eval stage for a masked LM: masked-token loss on the packed split, and a baseline."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device()
     model = load_masked_lm(checkpoint, device)
     data = _masked_eval_data(cfg, run_dir, model)
     rows = _masked_rows(cfg, run_dir, [(f"glotta ({checkpoint.name})", model)], data, device)
@@ -236,7 +236,7 @@ def _run_encoder_distill_eval(
     from glotta.distill.encoder import cut_student, load_run_teacher
     from glotta.evaluate.agreement import format_agreement_table, hidden_state_agreement
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device()
     config = info["config"]
     teacher = load_run_teacher(config["teacher"], run_dir.tokenizer).to(device)
     student = AutoModel.from_pretrained(str(checkpoint)).to(device)
@@ -317,7 +317,7 @@ def evaluate_folders(
     A masked LM gets masked-token loss and perplexity (no bits per byte).
     """
     rows = []
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device()
     for model_dir in model_dirs:
         if is_masked_lm(model_dir):
             rows.append(_evaluate_masked_folder(model_dir, text_file, cfg, tokenizer_dir, device))

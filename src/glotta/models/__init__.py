@@ -3,7 +3,7 @@
 Every model is a Hugging Face ``transformers`` class, so any HF checkpoint loads (``init_from``,
 teachers) and export is ``save_pretrained``. What differs between architectures — presets, how
 to build one from ``[model]``, its blocks, its context length and how to extend it, the
-objectives it trains with, the card's pipeline tag — lives in one :class:`ModelFamily` per
+objectives it trains with — lives in one :class:`ModelFamily` per
 architecture (``gpt2``, ``bert``, ``roberta``, ``llama``; one module each). The rest of glotta
 calls the functions below and never branches on an architecture name.
 
@@ -39,12 +39,15 @@ if TYPE_CHECKING:  # not at run time: validating a recipe must not import torch 
     import torch
     from transformers import PretrainedConfig, PreTrainedModel
 
+    from glotta.models.decoding import DecodeLayout
+
 __all__ = [
     "ModelFamily",
     "Shape",
     "build_model",
     "context_length",
     "count_parameters",
+    "decode_layout",
     "eos_id_of",
     "extend_positions",
     "family",
@@ -57,7 +60,6 @@ __all__ = [
     "load_masked_lm",
     "load_tokenizer",
     "model_setting_problems",
-    "position_offset",
     "register_family",
     "transformer_blocks",
 ]
@@ -73,10 +75,6 @@ def register_family(model_family: ModelFamily) -> ModelFamily:
 
 for _family in (GPT2Family(), BertFamily(), RobertaFamily(), LlamaFamily()):
     register_family(_family)
-
-
-def families() -> dict[str, ModelFamily]:
-    return dict(_FAMILIES)
 
 
 def family(arch: str) -> ModelFamily:
@@ -167,10 +165,18 @@ def transformer_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
     return _known_family_of(model, "finding the transformer blocks").blocks(model)
 
 
-def position_offset(config: PretrainedConfig) -> int:
-    """Position ids that come before the first token (RoBERTa counts from ``pad_token_id + 1``)."""
-    found = family_of(config)
-    return found.position_offset(config) if found else 0
+def decode_layout(model: PreTrainedModel) -> DecodeLayout:
+    """How the static-cache decoder computes ``model``'s blocks, asked of its family; raises
+    ``NoDecodeLayout`` with the reason where none fits (another architecture, a setting the
+    layout does not implement, training mode)."""
+    from glotta.models.decoding import NoDecodeLayout
+
+    found = family_of(model)
+    if found is None:
+        raise NoDecodeLayout(f"no model family covers {model.config.model_type!r} models")
+    if model.training:  # dropout would be on: the transformers modules are the reference then
+        raise NoDecodeLayout("the model is in training mode")
+    return found.make_decode_layout(model, context_length(model))
 
 
 def context_length(model_or_config: PreTrainedModel | PretrainedConfig) -> int:

@@ -31,7 +31,6 @@ class BertFamily(ModelFamily):
     objectives = ("mlm",)
     model_types = ("bert", "electra", "distilbert")
     presets = BERT_PRESETS
-    pipeline_tag = "fill-mask"
     model_class = "BertForMaskedLM"
     auto_class = "AutoModelForMaskedLM"
 

@@ -3,8 +3,8 @@
 A family (GPT-2, BERT, RoBERTa, Llama ...) is a subclass of :class:`ModelFamily` registered by
 name (:func:`glotta.models.register_family`). The training loop, distillation, evaluation,
 export and generation ask the family — its presets, how to build a model from ``[model]``, its
-transformer blocks, its context length and how to extend it, the objectives it supports, the
-card's pipeline tag — and never branch on an architecture name or reach into
+transformer blocks, its context length and how to extend it, the objectives it supports — and
+never branch on an architecture name or reach into
 ``model.transformer.h`` themselves (torchtitan's ``ModelSpec``, litgpt's ``Config``).
 
 The defaults here suit a Hugging Face model with learned absolute position embeddings; a family
@@ -29,6 +29,8 @@ from glotta.errors import GlottaError
 if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig, PreTrainedModel
+
+    from glotta.models.decoding import DecodeLayout
 
 
 def transformers_class(cls_or_name: type | str) -> Any:
@@ -57,12 +59,15 @@ class ModelFamily:
     objectives: ClassVar[tuple[str, ...]]  # training objectives it supports: 'clm', 'mlm'
     model_types: ClassVar[tuple[str, ...]]  # transformers' config.model_type values it covers
     presets: ClassVar[dict[str, Shape]]
-    pipeline_tag: ClassVar[str]  # the model card's Hugging Face pipeline tag
     # Built from scratch from ``hf_config``: a transformers class, or its name in transformers.
     model_class: ClassVar[type[PreTrainedModel] | str]
     # The transformers Auto class (or its name) that loads ``init_from`` checkpoints.
     auto_class: ClassVar[Any]
     rotary_positions: ClassVar[bool] = False  # RoPE (no position table; rope_theta applies)
+    # How glotta.decode's static-cache decoder computes this family's blocks: a name in
+    # glotta.models.decoding.LAYOUTS ("gpt2-style", "llama-style"), or None where no layout
+    # fits (generation then recomputes the whole prefix per token, and says so).
+    decode_layout: ClassVar[str | None] = None
 
     # -- building -------------------------------------------------------------------------------
 
@@ -208,6 +213,20 @@ class ModelFamily:
         """The model as llama.cpp's GGUF sees it (a :class:`glotta.models.gguf_spec.GGUFSpec`):
         the family's own mapping of names, transforms and hyperparameters."""
         raise GlottaError(f"GGUF export is not supported for model.arch = {self.name!r}")
+
+    def make_decode_layout(self, model: PreTrainedModel, context: int) -> DecodeLayout:
+        """The family's blocks as a :class:`~glotta.models.decoding.DecodeLayout`; raises
+        ``NoDecodeLayout`` (saying why) where the family or this model's settings have none. A
+        family whose blocks no shared layout computes overrides this with its own."""
+        from glotta.models.decoding import LAYOUTS, NoDecodeLayout
+
+        if self.decode_layout is None:
+            raise NoDecodeLayout(f"model family {self.name!r} declares no decode layout")
+        layout = LAYOUTS[self.decode_layout]
+        problem = layout.problem(model, context)
+        if problem:
+            raise NoDecodeLayout(problem)
+        return layout(model, context)
 
     def card_shape(self, config: PretrainedConfig) -> dict[str, Any]:
         """Layers, width, heads and context for the model card's table."""

@@ -24,9 +24,9 @@ class GPT2Family(ModelFamily):
         "large": Shape(36, 1280, 20),
         "xl": Shape(48, 1600, 25),
     }
-    pipeline_tag = "text-generation"
     model_class = "GPT2LMHeadModel"
     auto_class = "AutoModelForCausalLM"
+    decode_layout = "gpt2-style"
 
     def hf_config(self, cfg: ModelConfig, vocab_size, block_size, special_ids) -> GPT2Config:
         from transformers import GPT2Config

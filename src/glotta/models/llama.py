@@ -46,10 +46,10 @@ class LlamaFamily(ModelFamily):
     objectives = ("clm",)
     model_types = ("llama",)
     presets = PRESETS
-    pipeline_tag = "text-generation"
     rotary_positions = True
     model_class = "LlamaForCausalLM"
     auto_class = "AutoModelForCausalLM"
+    decode_layout = "llama-style"
 
     def hf_config(self, cfg: ModelConfig, vocab_size, block_size, special_ids) -> LlamaConfig:
         from transformers import LlamaConfig

@@ -18,13 +18,13 @@ from functools import partial
 from importlib import resources
 from pathlib import Path
 
-import torch
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 from glotta.config import GenerateConfig
+from glotta.device import resolve_device
 from glotta.serve.engine import Engine, Event, Sequence, request_id
 from glotta.serve.guard import Guard, read_body
 from glotta.serve.metrics import Metrics
@@ -76,7 +76,7 @@ class State:
     def load(self) -> None:
         from glotta.models import eos_id_of, is_masked_lm, load_causal_lm, load_tokenizer
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device()
         folder = self.cfg.model_dir
         if is_masked_lm(folder):
             self.encoder = Encoder.load(folder, device)

@@ -33,6 +33,7 @@ from tokenizers import Tokenizer
 from glotta.config import GenerateConfig
 from glotta.decode import make_decoder
 from glotta.generate import sample_next
+from glotta.models import context_length
 from glotta.serve.metrics import Metrics
 
 log = logging.getLogger("glotta.serve")
@@ -90,8 +91,7 @@ class Engine:
         self.max_queue = max_queue
         self.metrics = metrics
         self.device = next(model.parameters()).device
-        config = model.config
-        self.context = getattr(config, "n_positions", None) or config.max_position_embeddings
+        self.context = context_length(model)
         self._waiting: deque[Sequence] = deque()
         self._cond = threading.Condition()
         self._stopped = False

@@ -74,15 +74,11 @@ class Encoder:
     def load(cls, model_dir: Path, device: str) -> Encoder:
         from transformers import AutoTokenizer
 
-        from glotta.models import load_masked_lm
+        from glotta.models import context_length, load_masked_lm
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model = load_masked_lm(model_dir, device)
-        context = int(getattr(model.config, "max_position_embeddings", 512))
-        # RoBERTa's position ids start after the padding index: two fewer usable positions.
-        if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta"):
-            context -= 2
-        return cls(model, tokenizer, context, threading.Lock())
+        return cls(model, tokenizer, context_length(model), threading.Lock())
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])

@@ -20,7 +20,7 @@ A checkpoint is verified against its manifest before it is resumed (a disk that 
 cut short, a file edited by hand). A damaged newest checkpoint is moved aside to
 ``damaged-step_...`` (never deleted: it may be the only copy of weeks of training) and the
 newest intact one is resumed; when none is intact the run stops with a message that names each
-problem. Damaged folders no longer count among the ``keep`` newest, so pruning never removes an
+problem. Damaged folders do not count among the ``keep`` newest, so pruning never removes an
 intact checkpoint because of them.
 
 The optimizer state is saved with ``torch.distributed.checkpoint``'s state-dict helpers, keyed

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from glotta.device import resolve_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -35,7 +37,7 @@ class Dist:
 
 def setup(device_choice: str = "auto") -> Dist:
     """Join the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
-    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    use_cuda = resolve_device(device_choice, "train.device").type == "cuda"
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
