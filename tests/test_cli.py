@@ -197,8 +197,8 @@ def test_compare_teacher_student_and_scratch_from_the_command_line(tiny_run, tmp
     assert nothing.returncode == 2 and "--model" in nothing.stderr
 
 
-def test_precision_auto_uses_bf16_only_where_the_hardware_has_it():
-    from glotta.train.loop import autocast_dtype
+def test_precision_auto_considers_bf16_only_where_the_hardware_has_it():
+    from glotta.train.plan import autocast_dtype
 
     cpu = torch.device("cpu")
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
