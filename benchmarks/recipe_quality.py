@@ -18,11 +18,13 @@ docs/training.md.
 the steps see the same tokens. ``--budget time`` gives every variant the baseline's training
 seconds on this machine, in this run: the baseline trains first, each other variant is timed
 for a few steps and then trains for as many steps as fit in the baseline's seconds (its
-warmup and schedule scale with them). Training seconds are the loop's own (validation and
-checkpoints included), so the two budgets answer "better per token" and "better per second".
+decay follows the new length; warmup stays in steps). Training seconds are the loop's own
+(validation and checkpoints included), so the two budgets answer "better per token" and
+"better per second".
 
 Prints a table (mean and spread of the seeds per variant), writes
-``benchmarks/results/recipe_quality-<corpus>-<budget>-<hardware>-<date>.json`` and ends with one
+``benchmarks/results/recipe_quality-<budget>-demo[-<variants, when not all>]-<hardware>-<date>.json``
+and ends with one
 JSON line (keys: ``variants.<name>.{bits_per_byte, bpb_mean, bpb_spread, train_seconds,
 steps}``, ``unigram_bits_per_byte``, ``budget``, ``hardware``, ``settings``, ``notes``).
 """
@@ -271,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for note in notes:
         print(f"note: {note}")
     corpus = "demo-smoke" if args.smoke else "demo"
+    if set(names) != set(VARIANTS):  # a subset gets its own file, not the full ranking's name
+        corpus += "-" + "-".join(names)
     path = results_path(
         f"recipe_quality-{args.budget}", corpus, hardware_slug(hardware), args.results_dir
     )

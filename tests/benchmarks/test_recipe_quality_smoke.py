@@ -28,5 +28,5 @@ def test_recipe_quality_smoke_ranks_variants_by_bits_per_byte(tmp_path):
     # Same steps for every variant (the token budget); the seeds really differ.
     assert {s for v in record["variants"].values() for s in v["steps"]} == {6}
     assert len(set(record["variants"]["baseline"]["bits_per_byte"])) == 2
-    (written,) = tmp_path.glob("recipe_quality-tokens-demo-smoke-*.json")
+    (written,) = tmp_path.glob("recipe_quality-tokens-demo-smoke-baseline-muon-demo-*.json")
     assert json.loads(written.read_text())["runs"]["muon"][0]["steps"] == 6

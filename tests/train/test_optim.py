@@ -209,3 +209,13 @@ def test_explicit_and_recorded_precisions_are_not_measured():
     resumed = decide_precision(TrainConfig(precision="auto"), cpu, never, recorded="fp32")
     assert resumed.dtype is None and "as when the run began" in resumed.describe()
     assert not calls
+
+
+@pytest.mark.slow  # two processes under torchrun; the 1-process Muon path runs in the default suite
+def test_muon_under_two_processes_with_accumulation_reproduces_one_process(tiny_run, tmp_path):
+    from tests.train.test_engine import assert_two_processes_reproduce_one
+
+    _, source = tiny_run
+    assert_two_processes_reproduce_one(
+        tmp_path, source, "ddp", "train.optimizer=muon", "train.decay=wsd", steps=6
+    )
