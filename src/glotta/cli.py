@@ -183,6 +183,7 @@ def cmd_generate(args):
 def cmd_serve(args):
     from glotta.serve import run_server
     from glotta.serve.app import ServeConfig
+    from glotta.serve.models import model_id
     from glotta.serve.schemas import Limits
 
     for flag in ("port", "max_batch", "max_queue", "max_tokens", "max_prompt_tokens",
@@ -198,9 +199,12 @@ def cmd_serve(args):
         max_prompt_tokens=args.max_prompt_tokens,
         max_body_bytes=args.max_body_bytes,
     )
-    name = args.name or model_dir.resolve().name
+    folder = model_dir.resolve().name
+    name = args.name or model_id(model_dir)
+    # Requests that name the folder (the default id before ids came from the card) still work.
+    aliases = () if args.name or name == folder else (folder,)
     api_key = args.api_key or os.environ.get("GLOTTA_API_KEY") or None
-    run_server(ServeConfig(model_dir, name, args.host, args.port, api_key, limits))
+    run_server(ServeConfig(model_dir, name, args.host, args.port, api_key, limits, aliases))
 
 
 def cmd_export(args):
@@ -320,7 +324,9 @@ def _add_serve_parser(sub) -> None:
                    "shares it on your network).")  # fmt: skip
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000).")
     p.add_argument(
-        "--name", help="Model id that clients send as 'model' (default: the folder name)."
+        "--name",
+        help="Model id that clients send as 'model' (default: the model card's model name, "
+        "i.e. the recipe name, else the folder name).",
     )
     p.add_argument("--api-key",
                    help="Require 'Authorization: Bearer KEY' on /v1/ endpoints (default: "

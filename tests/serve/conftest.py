@@ -57,6 +57,7 @@ def running_server(model_dir: Path, log_dir: Path, *flags: str, timeout: float =
             [sys.executable, "-m", "glotta", "serve", str(model_dir), "--port", str(port), *flags],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
+    # ``model`` is the folder's name until /health names the served id.
     server = Server(
         f"http://127.0.0.1:{port}", Path(model_dir).resolve().name, Path(model_dir), proc, log
     )
@@ -70,6 +71,7 @@ def running_server(model_dir: Path, log_dir: Path, *flags: str, timeout: float =
             try:
                 with urllib.request.urlopen(server.url + "/health", timeout=5) as r:
                     if r.status == 200:
+                        server.model = json.loads(r.read())["model"]  # the id it serves
                         break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass

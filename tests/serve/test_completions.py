@@ -48,8 +48,15 @@ def _served_name(client, gpt2_server):
 
 def test_models_lists_the_served_model(client, gpt2_server):
     models = client.models.list().data
-    assert [m.id for m in models] == [gpt2_server.model]
+    assert [m.id for m in models] == ["demo"]  # the recipe's name from the model card
+    assert gpt2_server.model == "demo" and gpt2_server.model_dir.name == "export"
     assert models[0].to_dict()["max_model_len"] == 64  # the tiny run's block size
+
+
+def test_requests_may_name_the_model_by_id_or_by_folder(client):
+    for name in ("demo", "export"):  # the folder name was the id before; old clients send it
+        result = client.completions.create(model=name, prompt=SHORT, max_tokens=2, seed=1)
+        assert result.model == "demo" and len(result.choices) == 1
 
 
 def test_completion_counts_tokens_and_says_why_it_stopped(client, gpt2_server):

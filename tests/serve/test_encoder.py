@@ -19,6 +19,7 @@ def client(bert_server):
 def test_embeddings_are_unit_vectors_one_per_input(client, bert_server):
     texts = ["Он долго бродил по лесу.", "Она читала книгу.", "Он долго бродил по лесу."]
     result = client.embeddings.create(model=bert_server.model, input=texts)  # base64 on the wire
+    assert bert_server.model == result.model == "demo-bert"  # the recipe's name, not "export"
     vectors = [d.embedding for d in result.data]
     assert [d.index for d in result.data] == [0, 1, 2]
     assert len({len(v) for v in vectors}) == 1 and len(vectors[0]) == 128  # BERT-tiny's width

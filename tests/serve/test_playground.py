@@ -27,10 +27,33 @@ def browser():
         browser.close()
 
 
+def watch_failures(page) -> list[str]:
+    """Every console error, failed request and 4xx/5xx response of ``page`` (a missing favicon
+    shows up as a console error 'Failed to load resource: ... 404')."""
+    failures: list[str] = []
+
+    def console(message) -> None:
+        if message.type == "error":
+            failures.append(f"console: {message.text}")
+
+    def response(r) -> None:
+        if r.status >= 400:
+            failures.append(f"{r.status}: {r.url}")
+
+    page.on("console", console)
+    page.on("requestfailed", lambda r: failures.append(f"failed: {r.url} {r.failure}"))
+    page.on("response", response)
+    return failures
+
+
 def test_prompt_streams_generated_text_with_tokens_per_second(browser, gpt2_server, tmp_path):
     page = browser.new_page(viewport={"width": 1100, "height": 900})
+    failures = watch_failures(page)
     page.goto(gpt2_server.url + "/")
     page.wait_for_selector("#causal:not([hidden])")
+    page.wait_for_load_state("networkidle")  # the browser has asked for everything it will
+    assert failures == []
+    assert page.text_content("#model") == "demo"  # the recipe's name, not the folder's
     assert page.input_value("#prompt") == "Он долго бродил по"  # the model card's widget text
     page.fill("#api-key", API_KEY)
     page.fill("#prompt", "Когда он вернулся домой, было уже")
@@ -60,8 +83,11 @@ def test_prompt_streams_generated_text_with_tokens_per_second(browser, gpt2_serv
 
 def test_fill_mask_box_shows_top_predictions(browser, bert_server, tmp_path):
     page = browser.new_page(viewport={"width": 1100, "height": 700})
+    failures = watch_failures(page)
     page.goto(bert_server.url + "/")
     page.wait_for_selector("#masked:not([hidden])")
+    page.wait_for_load_state("networkidle")
+    assert failures == []
     assert page.input_value("#mask-input") == "Он долго [MASK] по лесу."
     page.click("#fill")
     page.wait_for_selector("#fill-output table tr:nth-child(6)")  # header + 5 predictions

@@ -3,10 +3,30 @@ and a web playground (see README "Serving")."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import sys
 
 from glotta.errors import GlottaError
 from glotta.serve.models import check_model_dir
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to a public address
+        return False
+
+
+def open_server_warning(host: str, port: int) -> str:
+    return (
+        f"glotta: warning: serving on {host}:{port} without an API key: anyone who can reach "
+        "this machine can use the server; set a key with --api-key KEY or $GLOTTA_API_KEY "
+        "(clients send 'Authorization: Bearer KEY')"
+    )
 
 
 def run_server(cfg) -> None:
@@ -16,6 +36,8 @@ def run_server(cfg) -> None:
     from glotta.serve.app import build_app
 
     check_model_dir(cfg.model_dir)
+    if not cfg.api_key and not is_loopback(cfg.host):
+        print(open_server_warning(cfg.host, cfg.port), file=sys.stderr, flush=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     failure: list[str] = []
     server: uvicorn.Server | None = None

@@ -52,6 +52,7 @@ class ServeConfig:
     port: int = 8000
     api_key: str | None = None
     limits: Limits = Limits()
+    aliases: tuple[str, ...] = ()  # other names a request's 'model' may use (the folder name)
 
 
 class State:
@@ -224,7 +225,7 @@ async def models(request: Request, state: State) -> JSONResponse:
 async def completions(request: Request, state: State):
     body = await _json_body(request, state)
     state.require("causal", "/v1/completions")
-    check_model(body, state.cfg.name)
+    check_model(body, state.cfg.name, state.cfg.aliases)
     req = parse_completion(body, state.cfg.limits)
     prompts = [state.prompt_ids(p, "prompt") for p in req.prompts]
     return await _generate(request, state, prompts, req.sampling, chat=False)
@@ -233,7 +234,7 @@ async def completions(request: Request, state: State):
 async def chat(request: Request, state: State):
     body = await _json_body(request, state)
     state.require("causal", "/v1/chat/completions")
-    check_model(body, state.cfg.name)
+    check_model(body, state.cfg.name, state.cfg.aliases)
     if state.chat_template is None:
         raise ApiError(
             400,
@@ -397,7 +398,7 @@ async def _stream(
 async def embeddings(request: Request, state: State) -> JSONResponse:
     body = await _json_body(request, state)
     state.require("masked", "/v1/embeddings")
-    check_model(body, state.cfg.name)
+    check_model(body, state.cfg.name, state.cfg.aliases)
     texts = parse_texts(body, "input")
     fmt = body.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
@@ -424,7 +425,7 @@ async def embeddings(request: Request, state: State) -> JSONResponse:
 async def fill_mask(request: Request, state: State) -> JSONResponse:
     body = await _json_body(request, state)
     state.require("masked", "/v1/fill-mask")
-    check_model(body, state.cfg.name)
+    check_model(body, state.cfg.name, state.cfg.aliases)
     text = body.get("input")
     if not isinstance(text, str) or not text.strip():
         raise ApiError(400, "'input' must be a non-empty string (with the mask token)", "input")

@@ -4,6 +4,7 @@ for embeddings and fill-mask; plus the model card's widget text for the playgrou
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,23 +15,49 @@ import yaml
 from glotta.errors import GlottaError
 
 
-def widget_text(model_dir: Path) -> str:
-    """The first ``widget:`` text of the model card's front matter ('' when there is none)."""
+def _card(model_dir: Path) -> tuple[dict, str]:
+    """The model card's front matter (``{}`` when absent or unreadable) and its whole text."""
     card = model_dir / "README.md"
     if not card.is_file():
-        return ""
+        return {}, ""
     text = card.read_text(encoding="utf-8", errors="replace")
     if not text.startswith("---"):
-        return ""
+        return {}, text
     end = text.find("\n---", 3)
     try:
         meta = yaml.safe_load(text[3:end]) if end > 0 else None
     except yaml.YAMLError:
-        return ""
-    widget = (meta or {}).get("widget") if isinstance(meta, dict) else None
+        return {}, text
+    return (meta if isinstance(meta, dict) else {}), text
+
+
+def widget_text(model_dir: Path) -> str:
+    """The first ``widget:`` text of the model card's front matter ('' when there is none)."""
+    widget = _card(model_dir)[0].get("widget")
     if isinstance(widget, list) and widget and isinstance(widget[0], dict):
         return str(widget[0].get("text") or "")
     return ""
+
+
+# The sentence glotta's card template (glotta/export/model_card.md) always writes; it names the
+# recipe even when the card has no model-index (an export made without evaluation results).
+_RECIPE_LINE = re.compile(r"with \[glotta\]\([^)]*\) from the recipe\s+`([^`\n]+)`")
+
+
+def model_id(model_dir: Path) -> str:
+    """The id clients see and send as ``model``: the model card's name for the model (the Hub's
+    ``model-index`` name, which glotta sets to the recipe name, else the recipe named in glotta's
+    card text), else the folder's name (every export folder is called ``export``)."""
+    meta, text = _card(model_dir)
+    index = meta.get("model-index")
+    if isinstance(index, list) and index and isinstance(index[0], dict):
+        name = index[0].get("name")
+        if isinstance(name, str) and name.strip():
+            return name.strip()
+    match = _RECIPE_LINE.search(text)
+    if match and match.group(1).strip():
+        return match.group(1).strip()
+    return model_dir.resolve().name
 
 
 def chat_template_of(model_dir: Path) -> str | None:

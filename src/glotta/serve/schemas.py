@@ -94,14 +94,17 @@ def decode_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def check_model(body: dict[str, Any], served: str, required: bool = False) -> None:
-    """``model`` may be omitted (one model is served); if given it must name it."""
+def check_model(
+    body: dict[str, Any], served: str, aliases: tuple[str, ...] = (), required: bool = False
+) -> None:
+    """``model`` may be omitted (one model is served); if given it must name it: its id, or an
+    alias (the folder name, which was the id before ids came from the model card)."""
     name = body.get("model")
     if name is None and not required:
         return
     if not isinstance(name, str):
         raise ApiError(400, "'model' must be a string", "model", "invalid_type")
-    if name != served:
+    if name != served and name not in aliases:
         raise ApiError(
             404,
             f"model {name!r} is not served here; this server serves {served!r} (GET /v1/models)",
