@@ -103,3 +103,13 @@ def test_wordpiece_is_refused_with_the_reason(tmp_path):
 def test_a_family_without_a_gguf_mapping_says_so():
     with pytest.raises(GlottaError, match="not supported for model.arch = 'bert'"):
         family("bert").gguf(torch.nn.Module())
+
+
+def test_a_longer_context_phase_reaches_the_gguf_metadata():
+    """The RoPE base and context of the last training phase, not those the model was built with."""
+    chosen = family("llama")
+    model = chosen.build(ModelConfig(arch="llama", preset="tiny"), 300, 32, {"eos": 0})
+    chosen.extend_context(model, 128, rope_theta=77777.0)
+    metadata = chosen.gguf(model).metadata
+    assert metadata["{arch}.rope.freq_base"] == 77777.0
+    assert metadata["{arch}.context_length"] == 128
