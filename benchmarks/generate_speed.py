@@ -131,7 +131,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
 
     from glotta.config import GenerateConfig
     from glotta.generate import generate_batch, generate_ids
-    from glotta.models import eos_id_of, load_tokenizer
+    from glotta.models import context_length, eos_id_of, load_tokenizer
 
     if s.model_dir:
         # A trained model comes with its own tokenizer (the exported folder holds both).
@@ -146,7 +146,7 @@ def run_generate_speed(s: Settings) -> dict[str, Any]:
     # Neither side stops at end-of-text: both produce exactly max_new_tokens tokens.
     model.generation_config.eos_token_id = None
     prompt_ids = [eos_id, *tokenizer.encode(s.prompt, add_special_tokens=False).ids]
-    context = model.config.max_position_embeddings
+    context = context_length(model)
     if len(prompt_ids) >= context:
         raise SystemExit(
             f"the prompt is {len(prompt_ids)} tokens but the model has {context} positions; "

@@ -414,11 +414,14 @@ def run_serve_speed(s: Settings) -> dict[str, Any]:
 
 def _describe(model_dir: str) -> str:
     """e.g. gpt2-4l192-v4096-ctx128, from config.json."""
+    from glotta.models import card_shape
+
     config = json.loads((Path(model_dir) / "config.json").read_text())
-    layers = config.get("n_layer") or config.get("num_hidden_layers")
-    width = config.get("n_embd") or config.get("hidden_size")
-    context = config.get("n_positions") or config.get("max_position_embeddings")
-    return f"{config.get('model_type')}-{layers}l{width}-v{config.get('vocab_size')}-ctx{context}"
+    shape = card_shape(config)
+    return (
+        f"{config.get('model_type')}-{shape['layers']}l{shape['width']}"
+        f"-v{config.get('vocab_size')}-ctx{shape['context']}"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

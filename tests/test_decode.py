@@ -17,7 +17,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from glotta.config import GenerateConfig
 from glotta.decode import KVDecoder, RecomputeDecoder, make_decoder
-from glotta.generate import generate_batch, generate_ids, sample_next
+from glotta.generate import generate_batch, generate_ids
+from glotta.sampling import sample_next
 
 PROMPTS = [[0, 5, 9, 17], [0, 3], [0, 1, 2, 3, 4, 5, 6, 7, 8], [0, 40, 41]]
 

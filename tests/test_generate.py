@@ -13,7 +13,8 @@ from transformers.generation.logits_process import (
 )
 
 from glotta.config import GenerateConfig
-from glotta.generate import _filter_logits, generate_ids
+from glotta.generate import generate_ids
+from glotta.sampling import _filter_logits
 
 
 @pytest.fixture(scope="module")

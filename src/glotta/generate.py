@@ -1,8 +1,9 @@
 """Text generation with streaming output: ``glotta generate --model DIR "prompt"``.
 
-Our own sampling loop over the model's key/value cache: one forward pass per new token, the
-logits processors applied in the same order as transformers (repetition penalty, temperature,
-top-k, top-p), and text streamed to stdout as soon as it decodes to complete characters.
+Our own sampling loop over the model's key/value cache (``glotta.scheduler``, shared with
+``glotta serve``): one forward pass per new token, the logits processors applied in the same
+order as transformers (``glotta.sampling``), and text streamed to stdout as soon as it decodes
+to complete characters.
 """
 
 from __future__ import annotations
@@ -17,69 +18,7 @@ from tokenizers import Tokenizer
 from glotta.config import GenerateConfig
 from glotta.device import resolve_device
 from glotta.models import context_length
-
-
-def _candidates(
-    logits: torch.Tensor, history: torch.Tensor, cfg: GenerateConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids that may be sampled next and their scaled logits, most likely first.
-
-    Repetition penalty, temperature, top-k, then top-p (the order of transformers' warpers).
-    Top-k runs first on the whole vocabulary, so top-p sorts only k values instead of all of
-    them: most of the per-token sampling cost at a 32k vocabulary.
-    """
-    logits = logits.float()
-    if cfg.repetition_penalty != 1.0 and history.numel():
-        logits = logits.clone()
-        seen = logits[history]
-        # CTRL's penalty (Keskar et al., 2019): push seen tokens' logits towards less likely.
-        logits[history] = torch.where(
-            seen > 0, seen / cfg.repetition_penalty, seen * cfg.repetition_penalty
-        )
-    if cfg.temperature <= 0:  # greedy: the single most likely token
-        value, index = logits.max(dim=-1)
-        return index.view(1), value.view(1)
-    logits = logits / cfg.temperature
-    if cfg.top_k > 0:
-        values, ids = torch.topk(logits, min(cfg.top_k, logits.numel()))  # sorted, descending
-        at_least_kth = logits >= values[-1]
-        if int(at_least_kth.sum()) > len(ids):  # ties with the k-th value all stay, as in HF
-            tied = at_least_kth.nonzero().flatten()
-            values, order = torch.sort(logits[tied], descending=True)
-            ids = tied[order]
-    else:
-        values, ids = torch.sort(logits, descending=True)
-    if cfg.top_p < 1.0:
-        probs = torch.softmax(values, dim=-1)
-        # Keep a token while the tokens before it have not yet reached top_p (the first always).
-        keep = (probs.cumsum(-1) - probs) < cfg.top_p
-        values, ids = values[keep], ids[keep]
-    return ids, values
-
-
-def _filter_logits(
-    logits: torch.Tensor, history: torch.Tensor, cfg: GenerateConfig
-) -> torch.Tensor:
-    """The full (vocab,) logit vector after filtering: -inf for every token not a candidate."""
-    ids, values = _candidates(logits, history, cfg)
-    if cfg.temperature <= 0:
-        return logits.float()
-    filtered = torch.full_like(logits, float("-inf"), dtype=torch.float32)
-    filtered[ids] = values
-    return filtered
-
-
-def sample_next(
-    logits: torch.Tensor, history: torch.Tensor, cfg: GenerateConfig, generator: torch.Generator
-) -> int:
-    """The next token id from one position's logits: the filters of ``_candidates``, then one
-    draw from ``generator`` (none when a single candidate is left, e.g. greedy). Shared with
-    ``glotta serve``, whose batched loop calls it per sequence with that sequence's generator."""
-    candidates, values = _candidates(logits, history, cfg)
-    if len(candidates) == 1:
-        return int(candidates[0])
-    probs = torch.softmax(values, dim=-1).cpu()
-    return int(candidates[int(torch.multinomial(probs, 1, generator=generator))])
+from glotta.scheduler import DecodeScheduler, Row, TextStreamer
 
 
 @torch.inference_mode()
@@ -122,62 +61,22 @@ def decode_steps(
 ) -> Iterator[tuple[int, int]]:
     """The loop behind both: yield ``(row, token)`` as tokens are accepted.
 
-    One prefill forward for all prompts (right-padded; logits at each row's last token only),
-    then one one-token forward per step for the rows still running (``glotta.decode``: a static
-    key/value cache written in place). A finished row's place is taken by the last running row,
-    so the batch shrinks instead of carrying finished rows.
+    All prompts are admitted to one :class:`~glotta.scheduler.DecodeScheduler` (one prefill),
+    then each step decodes one token for every row still running.
     """
-    from glotta.decode import make_decoder
-
-    context = context_length(model)
-    device = next(model.parameters()).device
-    prompts = [p[-context:] for p in prompts]  # keep the end of an overlong prompt
     seeds = seeds if seeds is not None else [cfg.seed + i for i in range(len(prompts))]
-    produced: list[list[int]] = [[] for _ in prompts]
-    running = [i for i, p in enumerate(prompts) if p and len(p) < context]
-    if not running or cfg.max_new_tokens <= 0:
-        return
-    longest = max(len(prompts[i]) for i in running)
-    room = min(context, longest + cfg.max_new_tokens)
-    decoder = make_decoder(model, len(running), room)
-    # Each row's tokens (prompt + accepted), for the repetition penalty and the next input.
-    history = torch.zeros(len(prompts), room + 1, dtype=torch.long, device=device)
-    lengths = [len(p) for p in prompts]
-    for i in running:
-        history[i, : lengths[i]] = torch.tensor(prompts[i], device=device)
-    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-    ids = history[running, :longest]
-    positions = torch.arange(longest, device=device).expand(len(running), longest)
-    last = torch.tensor([lengths[i] - 1 for i in running], device=device)
-    logits = decoder.forward(ids, positions, last)
-    while running:
-        finished = []
-        for slot, i in enumerate(running):
-            token = sample_next(logits[slot], history[i, : lengths[i]], cfg, generators[i])
-            if eos_id is not None and token == eos_id:
-                finished.append(slot)
+    rows = [Row(p, cfg, seed, eos_id) for p, seed in zip(prompts, seeds, strict=True)]
+    index = {row: i for i, row in enumerate(rows)}
+    scheduler = DecodeScheduler(model, max_rows=len(rows))
+    accepted = scheduler.admit(rows)
+    while accepted:
+        for row, token in accepted:
+            if token is None:
                 continue
-            history[i, lengths[i]] = token
-            lengths[i] += 1
-            produced[i].append(token)
-            yield i, token
-            if (
-                len(produced[i]) >= cfg.max_new_tokens
-                or lengths[i] >= context
-                or (stop is not None and stop(i, produced[i]))
-            ):
-                finished.append(slot)
-        for slot in reversed(finished):  # the last running row moves into the finished one's place
-            end = len(running) - 1
-            if slot != end:
-                decoder.move_row(end, slot)
-                running[slot] = running[end]
-            running.pop()
-        if not running:
-            return
-        ids = torch.stack([history[i, lengths[i] - 1] for i in running])[:, None]
-        positions = torch.tensor([[lengths[i] - 1] for i in running], device=device)
-        logits = decoder.forward(ids, positions, torch.zeros_like(ids[:, 0]))
+            yield index[row], token
+            if stop is not None and stop(index[row], row.new_ids):
+                scheduler.finish(row)
+        accepted = scheduler.step()
 
 
 def stream_text(
@@ -186,19 +85,14 @@ def stream_text(
     """Yield pieces of generated text; a piece is held back while it ends in a partial character."""
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False).ids if prompt else []
     prompt_ids = [eos_id, *prompt_ids]  # documents were packed after an EOS; start the same way
-    new_ids: list[int] = []
-    emitted = ""
+    streamer = TextStreamer(tokenizer)
     for token in generate_ids(model, prompt_ids, cfg, eos_id):
-        new_ids.append(token)
-        text = tokenizer.decode(new_ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            continue  # an incomplete UTF-8 sequence: wait for its remaining bytes
-        if text.startswith(emitted):
-            yield text[len(emitted) :]
-            emitted = text
-    final = tokenizer.decode(new_ids, skip_special_tokens=True)
-    if final.startswith(emitted) and len(final) > len(emitted):
-        yield final[len(emitted) :]
+        piece, _ = streamer.push(token)
+        if piece:
+            yield piece
+    piece = streamer.flush()
+    if piece:
+        yield piece
 
 
 def generate_to_stdout(

@@ -13,7 +13,7 @@ finished or cancelled sequence's row is taken by the last running row (one row c
 batch stays compact. Cache rows and positions grow on demand (doubling, up to ``max_batch``
 and the context), so a server does not reserve ``max_batch x context`` positions up front.
 
-Sampling goes through ``glotta.generate.sample_next`` with each sequence's own settings and own
+Sampling goes through ``glotta.sampling.sample_next`` with each sequence's own settings and own
 ``torch.Generator``, so a request's output does not depend on what else is in the batch.
 """
 
@@ -32,8 +32,8 @@ from tokenizers import Tokenizer
 
 from glotta.config import GenerateConfig
 from glotta.decode import make_decoder
-from glotta.generate import sample_next
 from glotta.models import context_length
+from glotta.sampling import sample_next
 from glotta.serve.metrics import Metrics
 
 log = logging.getLogger("glotta.serve")
