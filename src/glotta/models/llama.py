@@ -90,8 +90,6 @@ class LlamaFamily(ModelFamily):
                 f"model.n_embd / model.n_head = {shape.n_embd // shape.n_head} must be even "
                 "(rotary positions rotate pairs of dimensions)"
             )
-        if cfg.rope_theta < 0:
-            found.append(f"model.rope_theta = {cfg.rope_theta} must be positive (0 = default)")
         return found
 
     has_residual_projections = True
