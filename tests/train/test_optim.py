@@ -219,3 +219,19 @@ def test_muon_under_two_processes_with_accumulation_reproduces_one_process(tiny_
     assert_two_processes_reproduce_one(
         tmp_path, source, "ddp", "train.optimizer=muon", "train.decay=wsd", steps=6
     )
+
+
+def test_auto_precision_is_measured_once_per_machine_and_step(tmp_path):
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no native bf16: 'auto' never measures here")
+    cpu, auto, cache = torch.device("cpu"), TrainConfig(precision="auto"), tmp_path / "p.json"
+    fast_bf16, first_calls = _timer(bf16_seconds=0.2, fp32_seconds=0.3)
+    first = decide_precision(auto, cpu, fast_bf16, cache=cache, cache_key="machine|model")
+    assert first.dtype is torch.bfloat16 and first_calls
+    # Close timings the second time would flip the choice; the cached measurement keeps it.
+    tie, calls = _timer(bf16_seconds=0.3, fp32_seconds=0.3)
+    again = decide_precision(auto, cpu, tie, cache=cache, cache_key="machine|model")
+    assert again.dtype is torch.bfloat16 and not calls and "first measured" in again.describe()
+    other = decide_precision(auto, cpu, tie, cache=cache, cache_key="machine|other model")
+    assert other.dtype is None and calls
+    assert set(json.loads(cache.read_text())) == {"machine|model", "machine|other model"}

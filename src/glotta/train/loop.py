@@ -61,8 +61,10 @@ from glotta.train.plan import (
     StepPlan,
     autocast_context,
     decide_precision,
+    machine_key,
     phase_rope_thetas,
     plan_steps,
+    precision_cache,
     training_phases,
 )
 from glotta.train.run_log import MetricsLog, StopRequest, log_plan, write_train_config
@@ -531,7 +533,13 @@ def _choose_precision(cfg, ctx: Dist, model, objective, train_data, plan, record
         model.zero_grad(set_to_none=True)
         return seconds
 
-    precision = decide_precision(cfg, ctx.device, step_seconds, recorded)
+    step = (
+        f"{count_parameters(model)} parameters, {len(rows)} x {train_data.block_size} tokens, "
+        f"{type(objective).__name__}{' fused' if objective.fused_loss else ''}"
+    )
+    precision = decide_precision(
+        cfg, ctx.device, step_seconds, recorded, precision_cache(), f"{machine_key()}|{step}"
+    )
     if ctx.enabled:
         votes = all_reduce_sum([float(precision.dtype is not None)], ctx)[0]
         if 0 < votes < ctx.world_size:

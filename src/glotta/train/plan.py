@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import math
+import os
+import platform
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -85,11 +90,18 @@ def decide_precision(
     device: torch.device,
     step_seconds: Callable[[torch.dtype | None], float],
     recorded: str | None = None,
+    cache: Path | None = None,
+    cache_key: str = "",
 ) -> Precision:
     """The run's precision: as requested; for 'auto', the one recorded when the run started
     (a resumed run keeps its arithmetic), bf16 on GPUs that have it, and on a CPU with native
     bf16 whichever of bf16 autocast and fp32 ran a training step of this model faster
-    (``step_seconds(dtype)`` times one; never a path slower than fp32)."""
+    (``step_seconds(dtype)`` times one; never a path slower than fp32).
+
+    The measurement is kept in ``cache`` under ``cache_key`` (this machine, this model's step):
+    where bf16 and fp32 are close, measuring again could flip the choice between two runs of
+    the same recipe and change their results.
+    """
     if cfg.precision != "auto":
         return Precision(autocast_dtype(cfg, device), "as requested")
     if recorded in ("bf16", "fp32"):
@@ -99,14 +111,61 @@ def decide_precision(
         return Precision(None, f"auto: no native bf16 on this {device.type}")
     if device.type != "cpu":
         return Precision(native, f"auto: native bf16 on this {device.type}")
+    known = _read_cache(cache).get(cache_key) if cache else None
+    if known:
+        dtype = native if known["choice"] == "bf16" else None
+        return Precision(dtype, f"auto: {known['measured']} when first measured ({cache})")
     step_seconds(native)  # warm-up: first calls pick kernels and allocate
     step_seconds(None)
     bf16 = min(step_seconds(native) for _ in range(2))
     fp32 = min(step_seconds(None) for _ in range(2))
     measured = f"a step took {bf16:.3f} s in bf16, {fp32:.3f} s in fp32 here"
-    if bf16 < BF16_MARGIN * fp32:
-        return Precision(native, f"auto: {measured}")
-    return Precision(None, f"auto: {measured}")
+    choice = native if bf16 < BF16_MARGIN * fp32 else None
+    if cache:
+        entries = _read_cache(cache)
+        entries[cache_key] = {"choice": "bf16" if choice else "fp32", "measured": measured}
+        _write_cache(cache, entries)
+    return Precision(choice, f"auto: {measured}")
+
+
+def precision_cache() -> Path:
+    """Where 'auto' keeps its measurements: $XDG_CACHE_HOME/glotta (else ~/.cache/glotta)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "glotta" / "precision.json"
+
+
+def machine_key() -> str:
+    """This machine as far as kernel speed goes: the CPU model and its flags, torch's version."""
+    model, flags = platform.machine(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name" and model == platform.machine():
+                model = value.strip()
+            elif name.strip() == "flags" and not flags:
+                flags = hashlib.sha256(value.strip().encode()).hexdigest()[:12]
+    except OSError:
+        pass
+    return f"{model}|{flags}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def _write_cache(path: Path, entries: dict) -> None:
+    # A cache that cannot be written only costs a measurement next time.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(entries, indent=1))
+        os.replace(partial, path)
+    except OSError:
+        pass
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):
