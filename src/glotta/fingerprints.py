@@ -7,12 +7,14 @@ modification time and every sampled block is missed; ``corpus.input_hash = "full
 byte instead (and then ignores the modification time, so a copied or touched file is not
 "changed"). Within one process a file whose size, modification and change times did not change
 is not read again: `glotta run` asks for the fingerprints several times before and while it works.
+A named pipe or other stream input is recorded as a stream, never read here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 HASH_MODES = ("sampled", "full")
@@ -27,6 +29,10 @@ def file_fingerprint(path: Path, mode: str = "sampled") -> dict:
         st = os.stat(path)
     except FileNotFoundError:
         return {"missing": True}
+    if not stat.S_ISREG(st.st_mode):
+        # A named pipe or device is a stream: reading it to hash it would consume (or wait for)
+        # the very data the corpus stage reads, so its content cannot be checked.
+        return {"stream": True}
     # The change time moves on every write, even one that puts the modification time back.
     key = (str(path), mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if key not in _cache:

@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -193,9 +194,12 @@ def killed_then_rerun(tmp_path: Path, executor: str, kills: int, run=InProcess, 
     assert done == [f"{r:05d}" for r in range(TASKS) if r != HELD]
     finished = {r: (shard_dir / f"{r:05d}.jsonl.gz").stat().st_mtime_ns for r in range(TASKS) if r != HELD}  # fmt: skip
 
-    fifo.unlink()
-    fifo.write_text(files[fifo], encoding="utf-8")
+    # The input stays the same named pipe (an input's fingerprint covers what it is: a stream
+    # re-created as a regular file would be a changed input), fed whole this time.
+    feeder = threading.Thread(target=feed, args=(fifo, files[fifo]), daemon=True)
+    feeder.start()
     assert run(files, run_dir, executor, env).finish() == (0, "")
+    feeder.join(timeout=WAIT_S)
     # Only the killed task ran again; the finished ones were skipped, not redone.
     assert {r: (shard_dir / f"{r:05d}.jsonl.gz").stat().st_mtime_ns for r in finished} == finished
     assert not list(shard_dir.glob("*.partial"))
@@ -209,6 +213,12 @@ def killed_then_rerun(tmp_path: Path, executor: str, kills: int, run=InProcess, 
     assert reference["dropped"]["duplicate"] >= 15 and reference["dropped"]["near_duplicate"] >= 10
     assert json.loads((out / MARKER).read_text("utf-8"))["stage"] == "corpus"
     return killed, error
+
+
+def feed(fifo: Path, content: str) -> None:
+    """Write ``content`` into ``fifo`` once a reader has opened it."""
+    with open(fifo, "w", encoding="utf-8") as fh:  # blocks until the task opens the pipe
+        fh.write(content)
 
 
 def wait_for_shard_dir(shards: Path, glotta) -> Path:
