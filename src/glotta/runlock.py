@@ -4,8 +4,9 @@ Two `glotta train` (or a `glotta run` and a `glotta corpus`) in one folder would
 checkpoints, markers and shards into a run that no single command produced. The lock is an OS
 file lock (``flock``), so it is released when its process ends however it ends (SIGKILL, out of
 memory); the file keeps a line naming its last holder (pid, host, command, since when), which a
-refused command prints. The file itself is never deleted: deleting a lock file lets a third
-process lock a new file while the second still holds the old one.
+refused command prints. The file is not deleted (that would let a third process lock a new
+file while the second still holds the old one), except with the folder that a refused command
+created and left empty.
 
 Commands take it once, where they learn their run folder (:func:`glotta.cli_options.resolve_run`);
 holding it again in the same process is a no-op, so `glotta run` calling the stages in-process
@@ -25,6 +26,7 @@ from glotta.errors import GlottaError
 
 LOCK_FILE = ".lock"
 _held: dict[Path, int] = {}  # resolved run folder -> the open, locked file descriptor
+_created: set[Path] = set()  # run folders that locking created (to remove if left empty)
 
 
 def hold_run_dir(root: Path, command: str) -> None:
@@ -32,10 +34,13 @@ def hold_run_dir(root: Path, command: str) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return
     root = Path(root)
+    existed = root.is_dir()
     root.mkdir(parents=True, exist_ok=True)
     key = root.resolve()
     if key in _held:
         return
+    if not existed:
+        _created.add(key)
     path = root / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -55,7 +60,13 @@ def hold_run_dir(root: Path, command: str) -> None:
 
 
 def release_run_dirs() -> None:
-    """Unlock every run folder this process holds (the command is over)."""
+    """Unlock every run folder this process holds (the command is over). A folder that locking
+    created and that holds nothing but the lock (a recipe refused before any stage ran) is
+    removed: a mistake leaves no run folder behind."""
     while _held:
-        _, fd = _held.popitem()
+        key, fd = _held.popitem()
+        if key in _created and [p.name for p in key.iterdir()] == [LOCK_FILE]:
+            (key / LOCK_FILE).unlink()
+            key.rmdir()
         os.close(fd)  # closing the last descriptor releases the flock
+    _created.clear()
