@@ -143,7 +143,12 @@ def loss_curve(run_dir: RunDir) -> list[float]:
 
 
 def assert_two_processes_reproduce_one(
-    tmp_path: Path, source: RunDir, parallelism: str, *extra: str, steps: int = 8
+    tmp_path: Path,
+    source: RunDir,
+    parallelism: str,
+    *extra: str,
+    steps: int = 8,
+    weight_tolerance: float = 1e-4,
 ) -> None:
     """Same global batch (16 sequences): 1 process x 16, or 2 processes x 4 micro x 2
     accumulation; the loss curves agree to 1e-5 and the weights to 5e-5 (fp32: the tiny runs
@@ -178,7 +183,7 @@ def assert_two_processes_reproduce_one(
     worst = max(((wa[k] - wb[k]).abs().max().item(), k) for k in wa)
     # Adam steps at lr 3e-3 from sums in another order: 5.8e-5 seen for a Llama under FSDP on
     # an AVX-512 EPYC (every loss still within 1e-5), so the bound is 1e-4.
-    assert worst[0] <= 1e-4, worst
+    assert worst[0] <= weight_tolerance, worst
 
 
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])

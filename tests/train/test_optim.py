@@ -216,9 +216,13 @@ def test_muon_under_two_processes_with_accumulation_reproduces_one_process(tiny_
     from tests.train.test_engine import assert_two_processes_reproduce_one
 
     _, source = tiny_run
+    # torch.optim.Muon orthogonalises in bf16: a last-bit difference in the summed gradient can
+    # move an update entry by one bf16 step (~0.4% of an update of ~1e-2), so the weights agree
+    # to ~1e-3 after six steps while every loss agrees to 1e-5 (9.6e-4 seen on an AVX-512 EPYC).
     assert_two_processes_reproduce_one(
-        tmp_path, source, "ddp", "train.optimizer=muon", "train.decay=wsd", steps=6
-    )
+        tmp_path, source, "ddp", "train.optimizer=muon", "train.decay=wsd", steps=6,
+        weight_tolerance=2e-3,
+    )  # fmt: skip
 
 
 def test_auto_precision_is_measured_once_per_machine_and_step(tmp_path):
